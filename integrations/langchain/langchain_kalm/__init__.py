@@ -1,0 +1,3 @@
+"""LangChain integration for kalm-rag."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""LlamaIndex embedding for kalm-rag."""
+
+__all__: list[str] = []

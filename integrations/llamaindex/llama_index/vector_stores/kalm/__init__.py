@@ -1,0 +1,3 @@
+"""LlamaIndex vector store over kalm-rag indexes."""
+
+__all__: list[str] = []
