@@ -62,6 +62,8 @@ class ModelConfig:
 
     def query_prefix(self, *, instruction: str | None = None, task: str | TaskType | None = None) -> str:
         """The text put before every query."""
+        if task is not None:
+            parse_task(task)  # an unknown task is an error even for models without instructions
         if self.instruction_template is None:
             if instruction is not None:
                 raise ConfigError(
