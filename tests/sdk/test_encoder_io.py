@@ -68,7 +68,7 @@ def test_hub_id_loads_from_local_cache_with_registry_config(
 
 
 def test_unknown_hub_model_offline_is_a_clear_error() -> None:
-    with pytest.raises(ModelNotFoundError, match="could not load model 'nobody/no-such-model'"):
+    with pytest.raises(ModelNotFoundError, match=r"could not load model 'nobody/no-such-model'"):
         Encoder.from_pretrained("nobody/no-such-model")
 
 
