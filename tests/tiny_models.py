@@ -9,7 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-WORDS = ["the", "a", "an", "of", "to", "and", "in", "is", "was", "for", "on", "with", "as", "by", "at", "from", "it", "this", "that", "be", "are", "or", "not", "query", "document", "package", "library", "tool", "file", "network", "server", "data", "text", "search", "index", "model", "python", "linux", "debian", "fast", "small", "large", "open", "source", "command", "line", "user", "system", "kernel", "driver", "instruct", "given", "retrieve", "documents", "answer", "semantically", "similar", "how", "what", "why", "install", "run", "embedding", "vector", "retrieval", "language", "translation", "english", "german", "french", "chinese", "man", "page"]
+WORDS = """
+the a an of to and in is was for on with as by at from it this that be are or not query
+document package library tool file network server data text search index model python
+linux debian fast small large open source command line user system kernel driver instruct
+given retrieve documents answer semantically similar how what why install run embedding
+vector retrieval language translation english german french chinese man page
+""".split()
 
 
 def build_word_tokenizer(folder: Path, *, bos: str | None, eos: str, pad: str, unk: str = "[UNK]") -> None:

@@ -82,7 +82,7 @@ def test_bad_model_names(name: str, error: type[Exception]) -> None:
 
 
 def test_folder_without_config_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="no config.json"):
+    with pytest.raises(ModelNotFoundError, match=r"no config\.json"):
         Encoder.from_pretrained(tmp_path)
 
 
