@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class KalmRagError(Exception):
     """Base class for every error kalm_rag raises on purpose."""
@@ -23,7 +25,7 @@ class MissingDependencyError(KalmRagError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
-def require(module: str, extra: str) -> object:
+def require(module: str, extra: str) -> Any:
     """Import ``module`` or raise an error that names the install extra that provides it."""
     import importlib
 

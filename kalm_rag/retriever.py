@@ -1,0 +1,284 @@
+"""Retriever: an Encoder plus a vector index (plus BM25 for hybrid search), saved together."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kalm_rag.chunking import ChunkerConfig, chunk_text
+from kalm_rag.errors import ConfigError, InvalidInputError
+from kalm_rag.texts import validate_texts
+
+if TYPE_CHECKING:
+    from kalm_rag.encoder import Encoder
+    from kalm_rag.index.base import SearchHit, VectorIndex
+    from kalm_rag.index.bm25 import BM25Index
+
+TEXT_KEY = "_kalm_text"  # payload key holding the chunk text; metadata keys may not start with "_kalm"
+MANIFEST = "retriever.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RetrieverConfig:
+    """Query instruction/task, chunking, and hybrid (dense + BM25 via RRF) settings."""
+
+    instruction: str | None = None
+    task: str | None = None
+    chunk_tokens: int = 256
+    chunk_overlap: int = 32
+    hybrid_bm25: bool = True  # keep a BM25 index beside the vectors so hybrid=True works
+    rrf_k: int = 60
+    candidates: int = 50  # per-engine candidates fused in hybrid search
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        ChunkerConfig(self.chunk_tokens, self.chunk_overlap)  # validates
+        if self.candidates < 1 or self.batch_size < 1 or self.rrf_k < 0:
+            raise ConfigError("candidates and batch_size must be >= 1 and rrf_k >= 0")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RetrieverConfig:
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown retriever config keys {unknown}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str
+    id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]
+
+
+class Retriever:
+    """Embed texts with ``encoder``, store them in ``index``, search by text.
+
+    ``index=None`` uses an exact ``BruteForceIndex`` (best below ~20-50k chunks); pass an
+    ``HnswIndex`` or ``QdrantIndex`` to scale. Texts are stored in the index payloads, so a
+    saved retriever folder is self-contained apart from the model, which it names.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: VectorIndex | None = None,
+        *,
+        config: RetrieverConfig | None = None,
+        bm25: BM25Index | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.config = config or RetrieverConfig()
+        if index is None:
+            from kalm_rag.index.brute import BruteForceIndex
+
+            index = BruteForceIndex(encoder.dim, metric="cosine" if encoder.config.normalize else "dot")
+        if index.dim != encoder.dim:
+            raise ConfigError(f"index dim {index.dim} does not match the encoder's dim {encoder.dim}")
+        self.index = index
+        self.bm25: BM25Index | None = bm25
+        if bm25 is None and self.config.hybrid_bm25:
+            from kalm_rag.index.bm25 import BM25Index
+
+            self.bm25 = BM25Index()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    # -- writing ------------------------------------------------------------------------------
+    def add_texts(
+        self,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        show_progress: bool = False,
+    ) -> list[str]:
+        """Embed and upsert ``texts`` as they are (no chunking); returns their ids."""
+        items = validate_texts(texts)
+        id_list = [uuid.uuid4().hex for _ in items] if ids is None else list(ids)
+        if len(id_list) != len(items):
+            raise InvalidInputError(f"got {len(items)} texts but {len(id_list)} ids")
+        metas = [dict(m or {}) for m in metadatas] if metadatas is not None else [{} for _ in items]
+        if len(metas) != len(items):
+            raise InvalidInputError(f"got {len(items)} texts but {len(metas)} metadatas")
+        for meta in metas:
+            if any(str(key).startswith("_kalm") for key in meta):
+                raise InvalidInputError("metadata keys starting with '_kalm' are reserved")
+        if not items:
+            return []
+        vectors = self.encoder.encode_document(
+            items, task=self._document_task(), batch_size=self.config.batch_size, show_progress=show_progress
+        )
+        self.index.add(
+            id_list, vectors, payloads=[{**m, TEXT_KEY: t} for m, t in zip(metas, items, strict=True)]
+        )
+        if self.bm25 is not None:
+            self.bm25.add(id_list, items, payloads=[m or None for m in metas])
+        return id_list
+
+    def add_documents(
+        self, documents: Sequence[Document | Mapping[str, Any]], *, show_progress: bool = False
+    ) -> list[str]:
+        """Chunk documents by tokens (with overlap) and add every chunk; returns chunk ids.
+
+        A document that fits in one chunk keeps its id; longer ones become ``"{id}#{n}"`` with
+        ``doc_id`` and ``chunk`` in their metadata.
+        """
+        chunker = ChunkerConfig(self.config.chunk_tokens, self.config.chunk_overlap)
+        texts: list[str] = []
+        ids: list[str] = []
+        metas: list[dict[str, Any]] = []
+        for n, raw in enumerate(documents):
+            doc = raw if isinstance(raw, Document) else _document_from_mapping(raw, n)
+            if not isinstance(doc.text, str) or not doc.text.strip():
+                raise InvalidInputError(f"documents[{n}] has no text")
+            doc_id = doc.id or uuid.uuid4().hex
+            pieces = chunk_text(doc.text, self.encoder.tokenizer, chunker)
+            for i, piece in enumerate(pieces):
+                texts.append(piece)
+                if len(pieces) == 1:
+                    ids.append(doc_id)
+                    metas.append(dict(doc.metadata))
+                else:
+                    ids.append(f"{doc_id}#{i}")
+                    metas.append({**doc.metadata, "doc_id": doc_id, "chunk": i})
+        return self.add_texts(texts, ids=ids, metadatas=metas, show_progress=show_progress)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        removed = self.index.delete(ids)
+        if self.bm25 is not None:
+            self.bm25.delete(ids)
+        return removed
+
+    # -- reading ------------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        filter: Any = None,
+        hybrid: bool = False,
+        instruction: str | None = None,
+    ) -> list[RetrievedChunk]:
+        """The ``k`` best chunks for ``query``; ``hybrid=True`` fuses dense and BM25 ranks (RRF)."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInputError("query must be a non-empty string")
+        if not isinstance(k, int) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        vector = self.encoder.encode_query(
+            [query], instruction=instruction or self.config.instruction, task=self.config.task
+        )
+        if not hybrid:
+            return [_to_chunk(hit) for hit in self.index.search(vector, k=k, filter=filter)[0]]
+        if self.bm25 is None:
+            raise ConfigError(
+                "hybrid search needs RetrieverConfig(hybrid_bm25=True) when the retriever is built"
+            )
+        from kalm_rag.index.fusion import reciprocal_rank_fusion
+
+        fetch = max(k, self.config.candidates)
+        dense = self.index.search(vector, k=fetch, filter=filter)[0]
+        sparse = self.bm25.search(query, k=fetch, filter=filter)[0]
+        fused = reciprocal_rank_fusion([dense, sparse], self.config.rrf_k, limit=k)
+        texts = {hit.id: hit for hit in dense}
+        missing = [hit.id for hit in fused if hit.id not in texts]
+        stored = dict(zip(missing, self.index.get(missing), strict=True)) if missing else {}
+        out = []
+        for hit in fused:
+            source = texts.get(hit.id)
+            payload = source.payload if source is not None else getattr(stored.get(hit.id), "payload", None)
+            out.append(_to_chunk(hit, payload))
+        return out
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``retriever.json`` (model name, config), ``index/`` and ``bm25/`` atomically."""
+        from kalm_rag._atomic import atomic_folder
+
+        target = Path(path)
+        with atomic_folder(target) as tmp:
+            self.index.save(tmp / "index")
+            if self.bm25 is not None:
+                self.bm25.save(tmp / "bm25")
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "encoder": self.encoder.name_or_path,
+                "dim": self.encoder.dim,
+                "config": asdict(self.config),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        return target
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, encoder: Encoder | None = None, **encoder_options: Any
+    ) -> Retriever:
+        """Open a saved retriever; the model named in it is loaded unless ``encoder`` is given."""
+        folder = Path(path)
+        manifest_path = folder / MANIFEST
+        if not manifest_path.is_file():
+            raise InvalidInputError(f"{folder} is not a saved retriever ({MANIFEST} is missing)")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{manifest_path} is not valid JSON: {exc}") from exc
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise InvalidInputError(
+                f"{manifest_path}: unsupported format_version {manifest.get('format_version')!r}"
+            )
+        from kalm_rag.index.persist import load_index
+
+        if encoder is None:
+            from kalm_rag.encoder import Encoder
+
+            encoder = Encoder.from_pretrained(manifest["encoder"], **encoder_options)
+        if encoder.dim != manifest["dim"]:
+            raise ConfigError(
+                f"encoder dim {encoder.dim} does not match the saved index dim {manifest['dim']}"
+            )
+        config = RetrieverConfig.from_dict(manifest["config"])
+        bm25 = None
+        if config.hybrid_bm25:
+            if not (folder / "bm25").is_dir():
+                raise InvalidInputError(
+                    f"{folder} was saved with hybrid search but its bm25/ folder is missing"
+                )
+            from kalm_rag.index.bm25 import BM25Index
+
+            bm25 = BM25Index.load(folder / "bm25")
+        return cls(encoder, load_index(folder / "index"), config=config, bm25=bm25)
+
+    def _document_task(self) -> str | None:
+        from kalm_rag.instructions import is_symmetric
+
+        return self.config.task if self.config.task and is_symmetric(self.config.task) else None
+
+
+def _document_from_mapping(raw: Mapping[str, Any], n: int) -> Document:
+    if not isinstance(raw, Mapping) or "text" not in raw:
+        raise InvalidInputError(f"documents[{n}] must be a Document or a mapping with a 'text' key")
+    doc_id = raw.get("id")
+    return Document(
+        str(raw["text"]), None if doc_id is None else str(doc_id), dict(raw.get("metadata") or {})
+    )
+
+
+def _to_chunk(hit: SearchHit, payload: Mapping[str, Any] | None = None) -> RetrievedChunk:
+    data = dict(payload if payload is not None else hit.payload or {})
+    text = str(data.pop(TEXT_KEY, ""))
+    return RetrievedChunk(hit.id, hit.score, text, data)
