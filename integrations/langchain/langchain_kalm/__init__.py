@@ -1,3 +1,9 @@
-"""LangChain integration for kalm-rag."""
+"""LangChain integration for kalm-rag: instruction-aware embeddings and a vector store.
 
-__all__: list[str] = []
+``from langchain_kalm import KaLMEmbeddings, KaLMVectorStore``
+"""
+
+from langchain_kalm.embeddings import KaLMEmbeddings
+from langchain_kalm.vectorstores import KaLMVectorStore
+
+__all__ = ["KaLMEmbeddings", "KaLMVectorStore"]

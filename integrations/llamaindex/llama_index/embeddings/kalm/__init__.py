@@ -1,3 +1,5 @@
-"""LlamaIndex embedding for kalm-rag."""
+"""LlamaIndex embedding for kalm-rag: ``from llama_index.embeddings.kalm import KaLMEmbedding``."""
 
-__all__: list[str] = []
+from llama_index.embeddings.kalm.base import KaLMEmbedding
+
+__all__ = ["KaLMEmbedding"]
