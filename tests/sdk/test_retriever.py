@@ -109,7 +109,9 @@ def test_load_by_model_name(default_encoder: Encoder, tmp_path: Path) -> None:
 def test_documents_are_chunked_with_overlap(default_encoder: Encoder) -> None:
     retriever = Retriever(default_encoder, config=RetrieverConfig(chunk_tokens=16, chunk_overlap=4))
     long_text = " ".join(f"word{i}" for i in range(60))
-    ids = retriever.add_documents([Document(long_text, id="doc", metadata={"lang": "en"}), {"text": "short one"}])
+    ids = retriever.add_documents(
+        [Document(long_text, id="doc", metadata={"lang": "en"}), {"text": "short one"}]
+    )
     assert ids[0] == "doc#0" and len(ids) >= 4
     hit = retriever.search("word30", k=1)[0]
     assert hit.metadata["doc_id"] == "doc" and hit.metadata["lang"] == "en"
