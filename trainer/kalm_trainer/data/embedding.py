@@ -1,0 +1,117 @@
+"""What filtering and mining need from an embedding model, and the candidate pools they search.
+
+Any object with ``encode_query`` / ``encode_document`` works (the SDK's ``kalm_rag.Encoder``
+does); pure cores take arrays, so they are testable without a model.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from kalm_rag.instructions import TaskType
+from kalm_trainer.data.schema import TrainingExample
+
+__all__ = [
+    "CandidatePool",
+    "TextEncoder",
+    "build_pool",
+    "encode_pool",
+    "encode_queries",
+    "group_by_task",
+    "load_encoder",
+    "takes_instructions",
+]
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    def encode_query(
+        self, texts: Sequence[str], *, instruction: str | None = None, task: Any = None
+    ) -> Any: ...
+
+    def encode_document(self, texts: Sequence[str], *, task: Any = None) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatePool:
+    """Unique candidate texts (all positives and negatives of a task) and their ids."""
+
+    texts: tuple[str, ...]
+    ids: dict[str, int]
+
+    def id_of(self, text: str) -> int | None:
+        return self.ids.get(text)
+
+
+def build_pool(examples: Sequence[TrainingExample]) -> CandidatePool:
+    """Deduplicated positives and negatives, in first-seen order (so ids are reproducible)."""
+    ids: dict[str, int] = {}
+    for ex in examples:
+        for text in ex.candidates:
+            ids.setdefault(text, len(ids))
+    return CandidatePool(tuple(ids), ids)
+
+
+def group_by_task(examples: Sequence[TrainingExample]) -> dict[str, list[int]]:
+    """Example positions per task name, tasks in first-seen order: each task is its own corpus."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for position, ex in enumerate(examples):
+        groups[ex.task].append(position)
+    return dict(groups)
+
+
+def _matrix(values: Any, rows: int) -> FloatArray:
+    array = np.asarray(values, dtype=np.float32)
+    if array.ndim != 2 or array.shape[0] != rows:
+        raise ValueError(f"encoder returned shape {array.shape}, expected ({rows}, dim)")
+    return array
+
+
+def takes_instructions(encoder: TextEncoder) -> bool:
+    """False for SDK encoders of models without an instruction template (MiniLM, e5): they
+    were not trained with instructions, so their queries are embedded without one."""
+    config = getattr(encoder, "config", None)
+    if config is not None and hasattr(config, "instruction_template"):
+        return config.instruction_template is not None
+    return True
+
+
+def encode_queries(encoder: TextEncoder, examples: Sequence[TrainingExample]) -> FloatArray:
+    """Embed each example's query with its own instruction (grouped so each call is batched)."""
+    use_instructions = takes_instructions(encoder)
+    groups: dict[tuple[str | None, TaskType], list[int]] = defaultdict(list)
+    for position, ex in enumerate(examples):
+        groups[(ex.instruction if use_instructions else None, ex.task_type)].append(position)
+    out: FloatArray | None = None
+    for (instruction, task_type), positions in groups.items():
+        texts = [examples[p].query for p in positions]
+        vectors = _matrix(encoder.encode_query(texts, instruction=instruction, task=task_type), len(texts))
+        if out is None:
+            out = np.empty((len(examples), vectors.shape[1]), dtype=np.float32)
+        out[positions] = vectors
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def encode_pool(encoder: TextEncoder, pool: CandidatePool, task_type: TaskType) -> FloatArray:
+    return _matrix(encoder.encode_document(list(pool.texts), task=task_type), len(pool.texts))
+
+
+@functools.lru_cache(maxsize=2)
+def load_encoder(model: str | None = None, *, device: str | None = None) -> TextEncoder:
+    """The SDK encoder for a model name/path (``None``: the packaged all-MiniLM-L6-v2).
+
+    Cached: a recipe that filters and then mines with the same model loads it once.
+    """
+    from kalm_rag.encoder import Encoder
+
+    encoder: TextEncoder = Encoder.from_pretrained(model, device=device)
+    return encoder

@@ -1,0 +1,165 @@
+"""Hard-negative mining (KaLM / FlagEmbedding style): sample ``n`` negatives from a window of
+ranks (default 50-100) of an encoder's retrieval over the task's candidate pool.
+
+The window skips the very top ranks on purpose: those are often unlabelled positives (false
+negatives). Positives and the query's own text are never negatives; given negatives stay first.
+When the window holds too few candidates, the picks are re-sampled with duplication so every
+example ends with exactly ``n`` negatives (the trainer's group size is fixed).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kalm_rag.errors import ConfigError, InvalidInputError
+from kalm_trainer.data.config_base import StepConfig
+from kalm_trainer.data.embedding import (
+    TextEncoder,
+    build_pool,
+    encode_pool,
+    encode_queries,
+    group_by_task,
+    load_encoder,
+)
+from kalm_trainer.data.jsonl import OnError, read_examples, write_examples
+from kalm_trainer.data.schema import TrainingExample
+from kalm_trainer.data.search import top_k_search
+
+__all__ = [
+    "MineConfig",
+    "MinedNegatives",
+    "MiningResult",
+    "mine_hard_negatives",
+    "run_mine_step",
+    "sample_negatives",
+]
+
+
+@dataclass(frozen=True)
+class MineConfig(StepConfig):
+    n: int = 7
+    window: tuple[int, int] = (50, 100)  # ranks [start, end), 0-based, of the raw retrieval
+    seed: int = 0
+    model: str | None = None  # Encoder name or path; None = the packaged all-MiniLM-L6-v2
+    device: str | None = None
+    on_error: OnError = "raise"
+
+    def __post_init__(self) -> None:
+        check_mining_args(self.n, self.window)
+
+
+def check_mining_args(n: int, window: tuple[int, int]) -> None:
+    if n < 1:
+        raise ConfigError(f"n (negatives per example) must be >= 1, got {n}")
+    if len(window) != 2 or not 0 <= window[0] < window[1]:
+        raise ConfigError(f"window must be (start, end) with 0 <= start < end, got {window}")
+
+
+@dataclass(frozen=True, slots=True)
+class MinedNegatives:
+    ids: tuple[int, ...]  # given negatives first, then the mined ones
+    mined: int  # how many came from the window (distinct)
+    duplicated: int  # how many are repeats added to reach n
+
+
+def sample_negatives(
+    ranked_ids: Sequence[int],
+    *,
+    n: int,
+    window: tuple[int, int],
+    exclude: Collection[int],
+    given: Sequence[int] = (),
+    rng: np.random.Generator,
+) -> MinedNegatives:
+    """Pick negatives for one query from its ranking (pool ids, best first)."""
+    check_mining_args(n, window)
+    keep = list(given)[:n]
+    blocked = set(exclude) | set(keep)
+    candidates = [i for i in dict.fromkeys(ranked_ids[window[0] : window[1]]) if i not in blocked]
+    need = n - len(keep)
+    if need <= 0:
+        return MinedNegatives(tuple(keep), 0, 0)
+    if len(candidates) >= need:
+        picked = [candidates[i] for i in rng.choice(len(candidates), size=need, replace=False)]
+        return MinedNegatives(tuple(keep + picked), need, 0)
+    source = candidates or keep
+    if not source:
+        return MinedNegatives((), 0, 0)
+    extra = [source[i] for i in rng.choice(len(source), size=need - len(candidates), replace=True)]
+    return MinedNegatives(tuple(keep + candidates + extra), len(candidates), len(extra))
+
+
+@dataclass(slots=True)
+class MiningResult:
+    examples: list[TrainingExample]
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+def mine_hard_negatives(
+    examples: Sequence[TrainingExample],
+    encoder: TextEncoder,
+    *,
+    n: int = 7,
+    window: tuple[int, int] = (50, 100),
+    seed: int = 0,
+    device: str | None = None,
+) -> MiningResult:
+    """Give every example exactly ``n`` negatives (given ones first, then mined)."""
+    check_mining_args(n, window)
+    out: list[TrainingExample | None] = [None] * len(examples)
+    counts: Counter[str] = Counter()
+    for task, positions in group_by_task(examples).items():
+        group = [examples[p] for p in positions]
+        if any(not ex.positives for ex in group):
+            raise InvalidInputError(f"task {task!r} has examples without positives; label them before mining")
+        pool = build_pool(group)
+        _, ranked = top_k_search(
+            encode_queries(encoder, group),
+            encode_pool(encoder, pool, group[0].task_type),
+            window[1],
+            device=device,
+        )
+        for row, (position, ex) in enumerate(zip(positions, group, strict=True)):
+            exclude = {pool.ids[t] for t in ex.positives}
+            if ex.query in pool.ids:
+                exclude.add(pool.ids[ex.query])
+            # a per-example generator: the result does not depend on batching or task order
+            rng = np.random.default_rng([seed, position])
+            picked = sample_negatives(
+                ranked[row].tolist(),
+                n=n,
+                window=window,
+                exclude=exclude,
+                given=[pool.ids[t] for t in ex.negatives],
+                rng=rng,
+            )
+            counts["mined"] += picked.mined
+            counts["duplicated"] += picked.duplicated
+            counts["examples_padded_with_duplicates"] += picked.duplicated > 0
+            counts["examples_without_negatives"] += not picked.ids
+            counts["given_negatives_truncated"] += max(0, len(ex.negatives) - n)
+            counts["teacher_scores_cleared"] += ex.teacher_scores is not None
+            out[position] = ex.with_negatives([pool.texts[i] for i in picked.ids])
+    return MiningResult([ex for ex in out if ex is not None], counts)
+
+
+def run_mine_step(config: MineConfig, inputs: Sequence[Path], output_dir: Path) -> dict[str, Any]:
+    """Step shell: read inputs, mine with the configured encoder, write ``examples.jsonl``."""
+    report = read_examples(inputs, on_error=config.on_error)
+    encoder = load_encoder(config.model, device=config.device)
+    result = mine_hard_negatives(
+        report.examples, encoder, n=config.n, window=config.window, seed=config.seed, device=config.device
+    )
+    written = write_examples(output_dir / "examples.jsonl", result.examples)
+    return {
+        **report.counts,
+        "written": written,
+        **result.counts,
+        "skipped_lines": [str(e) for e in report.skipped[:100]],
+    }

@@ -1,0 +1,67 @@
+"""Persona-based synthetic training data from an LLM (local transformers/GGUF model or any
+OpenAI-compatible endpoint). Names load lazily."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "ChatModel": "kalm_trainer.synth.llm",
+    "LLMConfig": "kalm_trainer.synth.llm",
+    "Sampling": "kalm_trainer.synth.llm",
+    "load_chat_model": "kalm_trainer.synth.llm",
+    "TransformersChatModel": "kalm_trainer.synth.local",
+    "smollm2_gguf_path": "kalm_trainer.synth.local",
+    "join_split_gguf": "kalm_trainer.synth.local",
+    "OpenAIChatModel": "kalm_trainer.synth.remote",
+    "SYNTH_TASKS": "kalm_trainer.synth.tasks",
+    "SynthConfig": "kalm_trainer.synth.generate",
+    "SynthResult": "kalm_trainer.synth.generate",
+    "generate_synthetic": "kalm_trainer.synth.generate",
+    "load_personas": "kalm_trainer.synth.personas",
+    "corpus_texts": "kalm_trainer.synth.personas",
+    "personas_from_texts": "kalm_trainer.synth.personas",
+    "PersonasConfig": "kalm_trainer.synth.steps",
+}
+
+__all__ = [
+    "SYNTH_TASKS",
+    "ChatModel",
+    "LLMConfig",
+    "OpenAIChatModel",
+    "PersonasConfig",
+    "Sampling",
+    "SynthConfig",
+    "SynthResult",
+    "TransformersChatModel",
+    "corpus_texts",
+    "generate_synthetic",
+    "join_split_gguf",
+    "load_chat_model",
+    "load_personas",
+    "personas_from_texts",
+    "smollm2_gguf_path",
+]
+
+if TYPE_CHECKING:
+    from kalm_trainer.synth.generate import SynthConfig, SynthResult, generate_synthetic
+    from kalm_trainer.synth.llm import ChatModel, LLMConfig, Sampling, load_chat_model
+    from kalm_trainer.synth.local import TransformersChatModel, join_split_gguf, smollm2_gguf_path
+    from kalm_trainer.synth.personas import corpus_texts, load_personas, personas_from_texts
+    from kalm_trainer.synth.remote import OpenAIChatModel
+    from kalm_trainer.synth.steps import PersonasConfig
+    from kalm_trainer.synth.tasks import SYNTH_TASKS
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kalm_trainer.synth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,81 @@
+"""Any OpenAI-compatible chat endpoint (vLLM, TGI, llama.cpp server, hosted APIs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kalm_rag.errors import KalmRagError, MissingDependencyError
+from kalm_trainer.synth.llm import ChatMessage, Sampling
+
+__all__ = ["OpenAIChatModel"]
+
+
+class OpenAIChatModel:
+    """Send conversations concurrently to ``/v1/chat/completions`` with the ``openai`` client.
+
+    A failed request (after the client's own retries) yields None for that conversation, so
+    one bad request does not end a long run; if every request of a call fails, the endpoint
+    is unusable and the first error is raised.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_concurrency: int = 8,
+        timeout_s: float = 120.0,
+        max_retries: int = 2,
+        json_mode: bool = False,
+    ) -> None:
+        try:
+            import openai
+        except ImportError as exc:  # pragma: no cover - openai is a trainer dependency
+            raise MissingDependencyError("the OpenAI backend needs `pip install openai`") from exc
+        # local servers ignore the key, but the client refuses to start without one
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=max_retries
+        )
+        self.model = model
+        self.max_concurrency = max_concurrency
+        self.json_mode = json_mode
+
+    def _one(self, messages: Sequence[ChatMessage], sampling: Sampling, seed: int) -> str:
+        extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if self.json_mode else {}
+        response = self.client.chat.completions.create(
+            model=self.model,
+            messages=[dict(m) for m in messages],  # type: ignore[misc]
+            max_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=seed,
+            **extra,
+        )
+        content = response.choices[0].message.content if response.choices else None
+        return content or ""
+
+    def chat(
+        self, conversations: Sequence[Sequence[ChatMessage]], *, sampling: Sampling, seed: int = 0
+    ) -> list[str | None]:
+        if not conversations:
+            return []
+        errors: list[BaseException] = []
+
+        def call(item: tuple[int, Sequence[ChatMessage]]) -> str | None:
+            index, messages = item
+            try:
+                return self._one(messages, sampling, seed * 100_003 + index)
+            except Exception as exc:  # openai.APIError and transport errors
+                errors.append(exc)
+                return None
+
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            replies = list(pool.map(call, enumerate(conversations)))
+        if errors and len(errors) == len(conversations):
+            raise KalmRagError(
+                f"every request to the chat endpoint failed; first error: {errors[0]}"
+            ) from errors[0]
+        return replies

@@ -1,0 +1,78 @@
+"""Ask an LLM, parse its replies, and re-ask for the ones that did not parse, with counts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from kalm_trainer.synth.llm import ChatMessage, ChatModel, Sampling
+from kalm_trainer.synth.parse import MalformedOutput
+
+__all__ = ["StageCounts", "ask_until_valid"]
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class StageCounts:
+    """What happened in one generation stage; ``requested == ok + dropped`` always."""
+
+    requested: int = 0
+    ok: int = 0
+    malformed: int = 0  # unusable replies, every attempt counted
+    request_errors: int = 0  # requests the backend could not answer
+    retries: int = 0  # re-asks sent
+    recovered: int = 0  # jobs that succeeded on a retry
+    dropped: int = 0  # jobs that failed every attempt
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self, prefix: str) -> dict[str, Any]:
+        names = ("requested", "ok", "malformed", "request_errors", "retries", "recovered", "dropped")
+        out: dict[str, Any] = {f"{prefix}_{name}": getattr(self, name) for name in names}
+        out[f"{prefix}_malformed_reasons"] = dict(self.reasons.most_common())
+        return out
+
+
+def ask_until_valid(
+    llm: ChatModel,
+    conversations: Sequence[Sequence[ChatMessage]],
+    parse: Callable[[str | None], T],
+    *,
+    sampling: Sampling,
+    max_retries: int,
+    seed: int,
+) -> tuple[list[T | None], StageCounts]:
+    """One parsed result per conversation (None where every attempt failed).
+
+    A retry re-sends the same conversation with a new seed: with sampling on, the model
+    answers differently. With temperature 0 a retry only helps against transient errors.
+    """
+    counts = StageCounts(requested=len(conversations))
+    results: list[T | None] = [None] * len(conversations)
+    todo = list(range(len(conversations)))
+    for attempt in range(max_retries + 1):
+        if not todo:
+            break
+        if attempt:
+            counts.retries += len(todo)
+        replies = llm.chat([conversations[i] for i in todo], sampling=sampling, seed=seed * 1_000 + attempt)
+        failed = []
+        for index, reply in zip(todo, replies, strict=True):
+            if reply is None:
+                counts.request_errors += 1
+                failed.append(index)
+                continue
+            try:
+                results[index] = parse(reply)
+            except MalformedOutput as exc:
+                counts.malformed += 1
+                counts.reasons[exc.reason] += 1
+                failed.append(index)
+                continue
+            counts.ok += 1
+            counts.recovered += attempt > 0
+        todo = failed
+    counts.dropped = len(todo)
+    return results, counts
