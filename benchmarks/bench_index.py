@@ -1,0 +1,355 @@
+"""Vector-index benchmark on real embeddings: build time, queries/s, recall@10 and memory.
+
+Compares, at the same HNSW settings, raw hnswlib with kalm_rag's HnswIndex (target: within 10%
+on build and query time at equal recall), and embedded QdrantIndex (qdrant-edge) with
+qdrant-client's local mode (target: >= 50x the queries/s at recall@10 >= 0.95), with exact
+search as the reference. Each group of cases runs in a fresh subprocess so its memory is its
+own; raw hnswlib and HnswIndex share one so their builds alternate and their query rounds
+interleave (a fair comparison on a machine whose load changes while the benchmark runs).
+
+Data: every real text that ships with the repo's shared data (dev corpora, gettext sentences,
+the Debian training pairs: ~63k unique base texts) embedded with the packaged model, truncated
+to ``--max-length`` tokens. The first run embeds them (long on 2 busy cores) and caches the
+vectors in ``--cache-dir``. For ``--n`` beyond the real count, extra vectors are made by mixing
+two real embeddings plus a little noise (then normalising); the report says how many. Queries
+are held-out real texts (dev queries and 1 in 20 training queries), never in the base set.
+
+    python benchmarks/bench_index.py                      # 20k vectors: minutes on 2 cores
+    python benchmarks/bench_index.py --n 100000 --queries 1000 --local-budget-s 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch/OpenMP start: see DESIGN.md
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO / ".." / "shared" / "data"
+# Each group runs in its own process; the hnsw pair shares one so its query rounds interleave.
+GROUPS = ("exact", "hnswlib-raw+kalm-hnsw", "qdrant-edge", "qdrant-local")
+
+
+# -- data --------------------------------------------------------------------------------------
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def real_texts() -> tuple[list[str], list[str]]:
+    """(base texts, query texts): unique real texts; queries are held out from the base."""
+    dev = SHARED / "dev"
+    queries: list[str] = []
+    base: list[str] = []
+    for task in ("DebianDescRetrieval", "ManPageRetrieval"):
+        base += [f"{d['title']} {d['text']}".strip() for d in read_jsonl(dev / task / "corpus.jsonl")]
+        queries += [q["text"] for q in read_jsonl(dev / task / "queries.jsonl")]
+    for pair in sorted((dev / "GettextBitextMining").glob("en-*")):
+        base += [
+            s["text"] for name in ("sentences1.jsonl", "sentences2.jsonl") for s in read_jsonl(pair / name)
+        ]
+    for i, row in enumerate(read_jsonl(SHARED / "train" / "debian_pairs.jsonl")):
+        base.append(row["positive"])
+        (queries if i % 20 == 0 else base).append(row["query"])  # 1 in 20 training queries held out
+    queries = list(dict.fromkeys(queries))
+    held = set(queries)
+    base = [t for t in dict.fromkeys(base) if t not in held]
+    return base, queries
+
+
+def embed(texts: list[str], *, kind: str, max_length: int, cache: Path) -> np.ndarray:
+    key = hashlib.sha256(json.dumps([kind, max_length, texts]).encode()).hexdigest()[:16]
+    file = cache / f"{kind}-{key}.npy"
+    if file.exists():
+        cached: np.ndarray = np.load(file)
+        return cached
+    from kalm_rag import Encoder
+
+    encoder = Encoder.from_pretrained(max_length=max_length)
+    encode = encoder.encode_query if kind == "query" else encoder.encode_document
+    print(f"embedding {len(texts)} {kind} texts (cached afterwards in {cache})", file=sys.stderr)
+    vectors = np.asarray(encode(texts, batch_size=32, show_progress=True), np.float32)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(file, vectors)
+    return vectors
+
+
+def mix(real: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` synthetic vectors: a convex mix of two real embeddings plus small noise."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, len(real), size=(2, count))
+    w = rng.uniform(0.6, 0.9, size=(count, 1)).astype(np.float32)
+    out = (
+        w * real[a]
+        + (1 - w) * real[b]
+        + rng.normal(scale=0.02, size=(count, real.shape[1])).astype(np.float32)
+    )
+    normalised: np.ndarray = out / np.linalg.norm(out, axis=1, keepdims=True)
+    return normalised
+
+
+# -- one case, in its own process --------------------------------------------------------------
+def rss_mb(field: str = "VmRSS") -> float:
+    """Resident (VmRSS) or peak resident (VmHWM) memory of this process, in MiB.
+
+    VmHWM rather than getrusage's ru_maxrss, which a child inherits from the parent it forked.
+    """
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def build(case: str, base: np.ndarray, args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Build one engine; return (search one query, search a batch, engine) with ids as str."""
+    ids = [str(i) for i in range(len(base))]
+    if case == "hnswlib-raw":
+        import hnswlib
+
+        raw = hnswlib.Index(space="ip", dim=base.shape[1])
+        raw.init_index(
+            max_elements=len(base), M=args.m, ef_construction=args.ef_construction, random_seed=100
+        )
+        raw.add_items(base, np.arange(len(base)), num_threads=args.threads)
+        raw.set_ef(args.ef)
+        return (
+            lambda q: [str(i) for i in raw.knn_query(q, k=10, num_threads=1)[0][0]],
+            lambda qs: [
+                [str(i) for i in row] for row in raw.knn_query(qs, k=10, num_threads=args.threads)[0]
+            ],
+            raw,
+        )
+    from kalm_rag.index.brute import BruteForceIndex
+    from kalm_rag.index.hnsw import HnswConfig, HnswIndex
+    from kalm_rag.index.qdrant import QdrantConfig, QdrantIndex
+
+    index: Any
+    if case == "exact":
+        index = BruteForceIndex(base.shape[1])
+    elif case == "kalm-hnsw":
+        cfg = HnswConfig(m=args.m, ef_construction=args.ef_construction, ef=args.ef, num_threads=args.threads)
+        index = HnswIndex(base.shape[1], config=cfg)
+    elif case == "qdrant-edge":
+        qcfg = QdrantConfig(m=args.m, ef_construction=args.qdrant_ef_construction, ef=args.qdrant_ef)
+        index = QdrantIndex(base.shape[1], config=qcfg)
+    else:
+        index = QdrantIndex(base.shape[1], location=":memory:", config=QdrantConfig(batch_size=1024))
+    step = len(base) if case == "kalm-hnsw" else 10_000  # hnsw: one call, as raw hnswlib gets
+    for start in range(0, len(base), step):
+        index.add(ids[start : start + step], base[start : start + step])
+    if case == "qdrant-edge":
+        index.optimize()  # build every HNSW graph now, so searches are graph searches
+    return (
+        lambda q: [h.id for h in index.search(q, k=10)[0]],
+        lambda qs: [[h.id for h in row] for row in index.search(qs, k=10)],
+        index,
+    )
+
+
+def recall(found: list[list[str]], truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & {str(t) for t in truth[i]}) / 10 for i, f in enumerate(found)]))
+
+
+def query_round(search: Any, queries: np.ndarray, budget_s: float) -> tuple[list[list[str]], float]:
+    """Single-query searches for up to ``budget_s`` seconds: (ids found, seconds per query)."""
+    found: list[list[str]] = []
+    start = time.perf_counter()
+    for q in queries:
+        found.append(search(q))
+        if time.perf_counter() - start > budget_s and len(found) >= 20:
+            break
+    return found, (time.perf_counter() - start) / len(found)
+
+
+def run_cases(cases: list[str], data: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Build ``cases`` in this process, then time their queries in interleaved rounds.
+
+    Interleaving (and taking the median round) keeps a comparison fair on a machine whose load
+    changes while the benchmark runs.
+    """
+    bundle = np.load(data)
+    base, queries, truth = bundle["base"], bundle["queries"], bundle["truth"]
+    built: dict[str, Any] = {}
+    results: dict[str, dict[str, Any]] = {c: {"case": c, "build_s_repeats": []} for c in cases}
+    for rep in range(args.build_repeats):  # alternate the order, keep the fastest build
+        for case in cases if rep % 2 == 0 else list(reversed(cases)):
+            built.pop(case, None)  # free the previous build first
+            before = {f: rss_mb(f) for f in ("VmRSS", "RssAnon", "RssFile")}
+            t0 = time.perf_counter()
+            built[case] = build(case, base, args)
+            results[case]["build_s_repeats"].append(round(time.perf_counter() - t0, 3))
+            if "build_rss_mb" not in results[case]:  # the first build's growth: heap + mapped files
+                results[case]["build_rss_mb"] = round(rss_mb() - before["VmRSS"], 1)
+                results[case]["build_rss_anon_mb"] = round(rss_mb("RssAnon") - before["RssAnon"], 1)
+                results[case]["build_rss_file_mb"] = round(rss_mb("RssFile") - before["RssFile"], 1)
+    for case in cases:
+        results[case]["build_s"] = min(results[case]["build_s_repeats"])
+    local = "qdrant-local" in cases
+    rounds = 1 if local else args.rounds
+    budget = (args.local_budget_s if local else args.query_budget_s) / rounds
+    per_query: dict[str, list[float]] = {c: [] for c in cases}
+    for r in range(rounds):
+        for case in cases if r % 2 == 0 else reversed(cases):
+            found, seconds = query_round(built[case][0], queries, budget)
+            per_query[case].append(seconds)
+            results[case].update(queries_timed=len(found), recall_at_10=round(recall(found, truth), 4))
+    for case in cases:
+        t0 = time.perf_counter()
+        batch_found = built[case][1](queries[: results[case]["queries_timed"]])
+        batch_s = time.perf_counter() - t0
+        results[case].update(
+            queries_per_s=round(1 / float(np.median(per_query[case])), 1),
+            queries_per_s_rounds=[round(1 / s, 1) for s in per_query[case]],
+            batch_queries_per_s=round(len(batch_found) / batch_s, 1),
+            batch_recall_at_10=round(recall(batch_found, truth), 4),
+            peak_rss_mb=round(rss_mb("VmHWM"), 1),
+        )
+        if case == "qdrant-edge":
+            results[case]["edge_info"] = built[case][2].info()
+    return [results[c] for c in cases]
+
+
+# -- driver ------------------------------------------------------------------------------------
+def prepare(args: argparse.Namespace, folder: Path) -> tuple[Path, dict[str, Any]]:
+    base_texts, query_texts = real_texts()
+    rng = np.random.default_rng(0)
+    real = embed(base_texts, kind="document", max_length=args.max_length, cache=args.cache_dir)
+    all_queries = embed(query_texts, kind="query", max_length=args.max_length, cache=args.cache_dir)
+    queries = all_queries[
+        np.sort(rng.choice(len(all_queries), min(args.queries, len(all_queries)), replace=False))
+    ]
+    n_real = min(args.n, len(real))
+    base = real[rng.permutation(len(real))[:n_real]]
+    if args.n > n_real:
+        base = np.concatenate([base, mix(real, args.n - n_real)])
+    from kalm_rag.index.exact import top_k
+
+    truth, _ = top_k(queries, base, 10, "dot")
+    data = folder / "data.npz"
+    np.savez(data, base=base, queries=queries, truth=truth)
+    return data, {
+        "vectors": int(args.n),
+        "real_vectors": int(n_real),
+        "mixed_vectors": int(args.n - n_real),
+        "real_texts_available": len(real),
+        "queries": len(queries),
+        "dim": int(base.shape[1]),
+    }
+
+
+def paired(numerators: list[float], denominators: list[float]) -> float:
+    return round(float(np.median(np.asarray(numerators) / np.asarray(denominators))), 3)
+
+
+def report(results: list[dict[str, Any]], meta: dict[str, Any], out: Path, name: str) -> None:
+    by = {r["case"]: r for r in results}
+    ratios: dict[str, Any] = {}
+    if "hnswlib-raw" in by and "kalm-hnsw" in by:
+        raw, ours = by["hnswlib-raw"], by["kalm-hnsw"]
+        # paired: each build repeat / query round ran the two back to back, so the median of
+        # per-pair ratios cancels most of the machine's changing load
+        ratios["kalm_hnsw_build_time_vs_raw"] = paired(ours["build_s_repeats"], raw["build_s_repeats"])
+        ratios["kalm_hnsw_query_time_vs_raw"] = paired(
+            raw["queries_per_s_rounds"], ours["queries_per_s_rounds"]
+        )
+        ratios["kalm_hnsw_batch_query_time_vs_raw"] = round(
+            raw["batch_queries_per_s"] / ours["batch_queries_per_s"], 3
+        )
+        ratios["kalm_hnsw_recall_minus_raw"] = round(ours["recall_at_10"] - raw["recall_at_10"], 4)
+    if "qdrant-edge" in by and "qdrant-local" in by:
+        ratios["edge_qps_vs_local"] = round(
+            by["qdrant-edge"]["queries_per_s"] / by["qdrant-local"]["queries_per_s"], 1
+        )
+    payload = {**meta, "results": results, "ratios": ratios}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    lines = [
+        f"# Index benchmark: {meta['vectors']:,} vectors x {meta['dim']} "
+        f"({meta['mixed_vectors']:,} mixed from real ones)",
+        "",
+        f"{meta['queries']} held-out real queries, k=10. queries/s: single-query searches on 1 thread "
+        f"(median of interleaved rounds); batch: one call with all queries. Builds and batches on "
+        f"{meta['threads']} thread(s). Machine: {meta['machine']}.",
+        f"HNSW M={meta['m']} ef_construction={meta['ef_construction']} ef={meta['ef']}; "
+        f"qdrant-edge ef_construct={meta['qdrant_ef_construction']} ef={meta['qdrant_ef']}.",
+        "",
+        "| case | build s | queries/s | batch queries/s | recall@10 | build RSS MiB (heap + files) "
+        "| peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {r['case']} | {r['build_s']} | {r['queries_per_s']} | {r['batch_queries_per_s']} | "
+            f"{r['recall_at_10']} | {r['build_rss_mb']} ({r['build_rss_anon_mb']} + "
+            f"{r['build_rss_file_mb']}) | {r['peak_rss_mb']} |"
+            for r in results
+        ],
+        "",
+        *[f"- {k}: {v}" for k, v in ratios.items()],
+        "",
+    ]
+    (out / f"{name}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=20_000, help="vectors in the index")
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--groups", default=",".join(GROUPS), help="comma-separated; '+' joins a group")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved query rounds per group")
+    parser.add_argument("--build-repeats", type=int, default=2, help="builds per case (fastest kept)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="build threads")
+    parser.add_argument("--m", type=int, default=16)
+    parser.add_argument("--ef-construction", type=int, default=200)
+    parser.add_argument("--ef", type=int, default=100)
+    parser.add_argument("--qdrant-ef-construction", type=int, default=100)
+    parser.add_argument("--qdrant-ef", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=64, help="encoder max tokens (texts are truncated)")
+    parser.add_argument("--query-budget-s", type=float, default=10.0)
+    parser.add_argument("--local-budget-s", type=float, default=20.0)
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "kalm-rag" / "bench")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--name", default=None, help="results file stem (default index_<n>)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_cases(args.worker.split("+"), args.data, args)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data, meta = prepare(args, Path(tmp))
+        meta.update(
+            threads=args.threads,
+            m=args.m,
+            ef_construction=args.ef_construction,
+            ef=args.ef,
+            qdrant_ef_construction=args.qdrant_ef_construction,
+            qdrant_ef=args.qdrant_ef,
+            machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        )
+        results = []
+        for group in args.groups.split(","):
+            cmd = [sys.executable, __file__, "--worker", group, "--data", str(data), *sys.argv[1:]]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            results += json.loads(done.stdout.strip().splitlines()[-1])
+            print(json.dumps(results[-1]), file=sys.stderr)
+        report(results, meta, args.out, args.name or f"index_{args.n}")
+
+
+if __name__ == "__main__":
+    main()

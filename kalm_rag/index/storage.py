@@ -1,0 +1,170 @@
+"""Atomic, crash-safe index folders.
+
+Layout of a saved index at ``path``::
+
+    path/index.json        manifest: format, version, backend, dim, metric, count, data, config
+    path/v-<hex>/          the data folder the manifest names (backend files)
+
+Saving writes a complete new data folder under a temporary name, fsyncs every file and the
+folder, renames it to ``v-<hex>``, then swaps in a new ``index.json`` with ``os.replace``
+(atomic on POSIX) and fsyncs the parent. Until that replace, ``index.json`` still names the
+old, complete data folder; after it, the new one. A kill -9 at any moment therefore leaves a
+loadable index: the old one or the new one, never a mix. Old and half-written folders are
+removed by the next successful save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kalm_rag.errors import InvalidInputError
+
+MANIFEST = "index.json"
+FORMAT = "kalm-rag-index"
+FORMAT_VERSION = 1
+_DATA_PREFIX = "v-"
+_TMP_PREFIX = ".tmp-"
+
+
+def save_index_dir(
+    path: str | os.PathLike[str],
+    manifest: Mapping[str, Any],
+    write: Callable[[Path], Mapping[str, Any] | None],
+) -> Path:
+    """Atomically replace the index folder at ``path``.
+
+    ``write(folder)`` fills the new data folder and may return extra manifest fields.
+    """
+    root = Path(path)
+    _check_target(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"{_DATA_PREFIX}{uuid.uuid4().hex}"
+    tmp = root / f"{_TMP_PREFIX}{name}"
+    tmp.mkdir()
+    try:
+        extra: Mapping[str, Any] = write(tmp) or {}
+        _fsync_tree(tmp)
+        os.rename(tmp, root / name)
+        _fsync_dir(root)
+        body = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, **extra, "data": name}
+        write_json_atomic(root / MANIFEST, body)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(root / name, ignore_errors=True)
+        raise
+    _remove_stale(root, keep=name)
+    return root / name
+
+
+def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
+    """The manifest of the index at ``path`` and the data folder it names."""
+    root = Path(path)
+    file = root / MANIFEST
+    if not file.is_file():
+        raise InvalidInputError(f"no saved index at {root}: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"unreadable index manifest {file}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InvalidInputError(f"{file} is not a kalm-rag index manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise InvalidInputError(
+            f"{file} was written by a newer kalm-rag (format {manifest['format_version']}); upgrade kalm-rag"
+        )
+    data = root / str(manifest.get("data", ""))
+    if not data.is_dir():
+        raise InvalidInputError(f"index at {root} is damaged: data folder {data.name!r} is missing")
+    return manifest, data
+
+
+def write_json_atomic(file: Path, obj: Any) -> None:
+    tmp = file.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{file.name}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, file)
+    _fsync_dir(file.parent)
+
+
+def write_json(file: Path, obj: Any) -> None:
+    """Plain JSON write for files inside a data folder (save_index_dir fsyncs them)."""
+    with open(file, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, ensure_ascii=False, separators=(",", ":"))
+
+
+def read_json(file: Path) -> Any:
+    try:
+        with open(file, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"index file {file} is missing or damaged: {exc}") from exc
+
+
+def _check_target(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise InvalidInputError(f"cannot save an index to {root}: it is a file, not a folder")
+    if root.is_dir() and not (root / MANIFEST).exists():
+        foreign = [p.name for p in root.iterdir() if not p.name.startswith((_TMP_PREFIX, _DATA_PREFIX))]
+        if foreign:
+            raise InvalidInputError(
+                f"refusing to save an index into {root}: the folder holds other files ({foreign[:3]})"
+            )
+
+
+def _remove_stale(root: Path, *, keep: str) -> None:
+    for entry in root.iterdir():
+        if entry.name != keep and entry.name.startswith((_DATA_PREFIX, _TMP_PREFIX)):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_backend(manifest: Mapping[str, Any], backend: str, path: str | os.PathLike[str]) -> None:
+    """Refuse to load an index saved by another backend through the wrong class."""
+    if manifest.get("backend") != backend:
+        raise InvalidInputError(
+            f"index at {path} was saved by backend {manifest.get('backend')!r}, not {backend!r}; "
+            "use kalm_rag.load_index(path) to load any saved index"
+        )
+
+
+def write_records(folder: Path, ids: list[str], payloads: list[Any]) -> None:
+    """Ids and payloads, aligned by position, as two JSON files."""
+    write_json(folder / "ids.json", ids)
+    write_json(folder / "payloads.json", payloads)
+
+
+def read_records(folder: Path, count: int) -> tuple[list[str], list[Any]]:
+    ids = read_json(folder / "ids.json")
+    payloads = read_json(folder / "payloads.json")
+    if not (isinstance(ids, list) and isinstance(payloads, list) and len(ids) == len(payloads) == count):
+        raise InvalidInputError(f"index data in {folder} is damaged: ids/payloads do not match count {count}")
+    return ids, payloads
