@@ -65,7 +65,13 @@ if TYPE_CHECKING:
         MissingDependencyError,
         ModelNotFoundError,
     )
+    from kalm_rag.index.base import SearchHit, VectorIndex
+    from kalm_rag.index.brute import BruteForceIndex
+    from kalm_rag.index.hnsw import HnswIndex
+    from kalm_rag.index.persist import load_index
+    from kalm_rag.index.qdrant import QdrantIndex
     from kalm_rag.instructions import TaskType
+    from kalm_rag.retriever import Retriever
 
 
 def __getattr__(name: str) -> Any:

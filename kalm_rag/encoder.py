@@ -185,7 +185,7 @@ class Encoder:
     ) -> FloatArray:
         import torch
 
-        from kalm_rag.batching import length_sorted_batches, pad_batch
+        from kalm_rag.batching import CPU_TOKEN_BUDGET, length_sorted_batches, pad_batch
         from kalm_rag.pooling import pool, truncate_and_normalize
 
         token_ids, truncated = self._fast_tokenizer(texts)
@@ -196,10 +196,12 @@ class Encoder:
                 UserWarning,
                 stacklevel=3,
             )
-        batches = length_sorted_batches([len(ids) for ids in token_ids], batch_size)
+        device = self.device
+        # a token budget only pays on CPU, where big batches fall out of cache; GPUs like big batches
+        max_tokens = CPU_TOKEN_BUDGET if device.type == "cpu" else None
+        batches = length_sorted_batches([len(ids) for ids in token_ids], batch_size, max_tokens=max_tokens)
         out = np.empty((len(texts), truncate_dim or self.dim), dtype=np.float32)
         pad_id = int(self.tokenizer.pad_token_id)
-        device = self.device
         progress = _progress(len(batches), show_progress)
         with torch.inference_mode():
             for batch in batches:
