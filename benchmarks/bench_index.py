@@ -164,23 +164,28 @@ def recall(found: list[list[str]], truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & {str(t) for t in truth[i]}) / 10 for i, f in enumerate(found)]))
 
 
-def query_round(search: Any, queries: np.ndarray, budget_s: float) -> tuple[list[list[str]], float]:
-    """Single-query searches for up to ``budget_s`` seconds: (ids found, seconds per query)."""
-    found: list[list[str]] = []
+def interleaved_queries(
+    searches: dict[str, Any], queries: np.ndarray, budget_s: float
+) -> tuple[dict[str, list[list[str]]], dict[str, float]]:
+    """Single-query searches, alternating engines query by query (so a change in machine load
+    hits all of them alike), for up to ``budget_s`` seconds: (ids found, seconds in total)."""
+    found: dict[str, list[list[str]]] = {c: [] for c in searches}
+    spent = dict.fromkeys(searches, 0.0)
+    order = list(searches)
     start = time.perf_counter()
-    for q in queries:
-        found.append(search(q))
-        if time.perf_counter() - start > budget_s and len(found) >= 20:
+    for i, q in enumerate(queries):
+        for case in order if i % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            found[case].append(searches[case](q))
+            spent[case] += time.perf_counter() - t0
+        if time.perf_counter() - start > budget_s and i >= 20:
             break
-    return found, (time.perf_counter() - start) / len(found)
+    return found, spent
 
 
 def run_cases(cases: list[str], data: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Build ``cases`` in this process, then time their queries in interleaved rounds.
-
-    Interleaving (and taking the median round) keeps a comparison fair on a machine whose load
-    changes while the benchmark runs.
-    """
+    """Build ``cases`` in this process (alternating repeats), then time their searches
+    interleaved: a comparison stays fair on a machine whose load changes during the run."""
     bundle = np.load(data)
     base, queries, truth = bundle["base"], bundle["queries"], bundle["truth"]
     built: dict[str, Any] = {}
@@ -198,23 +203,22 @@ def run_cases(cases: list[str], data: Path, args: argparse.Namespace) -> list[di
                 results[case]["build_rss_file_mb"] = round(rss_mb("RssFile") - before["RssFile"], 1)
     for case in cases:
         results[case]["build_s"] = min(results[case]["build_s_repeats"])
-    local = "qdrant-local" in cases
-    rounds = 1 if local else args.rounds
-    budget = (args.local_budget_s if local else args.query_budget_s) / rounds
-    per_query: dict[str, list[float]] = {c: [] for c in cases}
-    for r in range(rounds):
-        for case in cases if r % 2 == 0 else reversed(cases):
-            found, seconds = query_round(built[case][0], queries, budget)
-            per_query[case].append(seconds)
-            results[case].update(queries_timed=len(found), recall_at_10=round(recall(found, truth), 4))
+    budget = args.local_budget_s if "qdrant-local" in cases else args.query_budget_s
+    found, spent = interleaved_queries({c: built[c][0] for c in cases}, queries, budget)
+    n_timed = len(found[cases[0]])
+    batch_s: dict[str, list[float]] = {c: [] for c in cases}
+    for rnd in range(1 if "qdrant-local" in cases else args.rounds):  # alternating batch rounds
+        for case in cases if rnd % 2 == 0 else cases[::-1]:
+            t0 = time.perf_counter()
+            batch_found = built[case][1](queries[:n_timed])
+            batch_s[case].append(time.perf_counter() - t0)
     for case in cases:
-        t0 = time.perf_counter()
-        batch_found = built[case][1](queries[: results[case]["queries_timed"]])
-        batch_s = time.perf_counter() - t0
         results[case].update(
-            queries_per_s=round(1 / float(np.median(per_query[case])), 1),
-            queries_per_s_rounds=[round(1 / s, 1) for s in per_query[case]],
-            batch_queries_per_s=round(len(batch_found) / batch_s, 1),
+            queries_timed=n_timed,
+            queries_per_s=round(n_timed / spent[case], 1),
+            recall_at_10=round(recall(found[case], truth), 4),
+            batch_queries_per_s=round(n_timed / float(np.median(batch_s[case])), 1),
+            batch_s_rounds=[round(x, 4) for x in batch_s[case]],
             batch_recall_at_10=round(recall(batch_found, truth), 4),
             peak_rss_mb=round(rss_mb("VmHWM"), 1),
         )
@@ -260,15 +264,11 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any], out: Path, name:
     ratios: dict[str, Any] = {}
     if "hnswlib-raw" in by and "kalm-hnsw" in by:
         raw, ours = by["hnswlib-raw"], by["kalm-hnsw"]
-        # paired: each build repeat / query round ran the two back to back, so the median of
-        # per-pair ratios cancels most of the machine's changing load
+        # Builds and batch rounds ran the two back to back: the median of per-pair ratios
+        # cancels most of the machine's changing load; single queries were interleaved.
         ratios["kalm_hnsw_build_time_vs_raw"] = paired(ours["build_s_repeats"], raw["build_s_repeats"])
-        ratios["kalm_hnsw_query_time_vs_raw"] = paired(
-            raw["queries_per_s_rounds"], ours["queries_per_s_rounds"]
-        )
-        ratios["kalm_hnsw_batch_query_time_vs_raw"] = round(
-            raw["batch_queries_per_s"] / ours["batch_queries_per_s"], 3
-        )
+        ratios["kalm_hnsw_query_time_vs_raw"] = round(raw["queries_per_s"] / ours["queries_per_s"], 3)
+        ratios["kalm_hnsw_batch_query_time_vs_raw"] = paired(ours["batch_s_rounds"], raw["batch_s_rounds"])
         ratios["kalm_hnsw_recall_minus_raw"] = round(ours["recall_at_10"] - raw["recall_at_10"], 4)
     if "qdrant-edge" in by and "qdrant-local" in by:
         ratios["edge_qps_vs_local"] = round(
@@ -281,8 +281,9 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any], out: Path, name:
         f"# Index benchmark: {meta['vectors']:,} vectors x {meta['dim']} "
         f"({meta['mixed_vectors']:,} mixed from real ones)",
         "",
-        f"{meta['queries']} held-out real queries, k=10. queries/s: single-query searches on 1 thread "
-        f"(median of interleaved rounds); batch: one call with all queries. Builds and batches on "
+        f"{meta['queries']} held-out real queries, k=10. queries/s: single-query searches on 1 thread, "
+        f"engines of a group interleaved query by query; batch: one call with all timed queries "
+        f"(median of alternating rounds); build: fastest of alternating repeats. Builds and batches on "
         f"{meta['threads']} thread(s). Machine: {meta['machine']}.",
         f"HNSW M={meta['m']} ef_construction={meta['ef_construction']} ef={meta['ef']}; "
         f"qdrant-edge ef_construct={meta['qdrant_ef_construction']} ef={meta['qdrant_ef']}.",
@@ -311,7 +312,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000, help="vectors in the index")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--groups", default=",".join(GROUPS), help="comma-separated; '+' joins a group")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved query rounds per group")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating batch-search rounds")
     parser.add_argument("--build-repeats", type=int, default=2, help="builds per case (fastest kept)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="build threads")
     parser.add_argument("--m", type=int, default=16)

@@ -38,6 +38,8 @@ def check_dim(dim: int) -> int:
 
 
 def check_k(k: int) -> int:
+    if type(k) is int and k > 0:  # the usual case, on every search
+        return k
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     return int(k)

@@ -85,7 +85,8 @@ def test_save_keeps_ef_labels_and_deletions(tmp_path: Path) -> None:
     assert len(loaded) == 198 and loaded.get(["d5"]) == [None]
     assert "d5" not in {h.id for h in loaded.search(items[5], k=198)[0]}
     loaded.add(["new"], items[5:6])  # a fresh label, never one of the saved ones
-    assert loaded.search(items[5], k=1)[0][0].id == "new" and loaded.get(["d7"])[0].payload == {"i": 7}
+    (d7,) = loaded.get(["d7"])
+    assert loaded.search(items[5], k=1)[0][0].id == "new" and d7 is not None and d7.payload == {"i": 7}
     assert len(loaded) == 199
 
 

@@ -20,7 +20,7 @@ from kalm_rag.index.brute import BruteForceIndex
 from kalm_rag.index.hnsw import HnswIndex
 from kalm_rag.index.qdrant import QdrantConfig, QdrantIndex
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*were truncated")]
 MAX_LENGTH = 64
 N_QUERIES = 300
 
