@@ -52,7 +52,7 @@ def task_kind(folder: str | Path) -> TaskKind:
         return "retrieval"
     if (path / "pairs.jsonl").is_file():
         return "sts"
-    if _bitext_pair_folders(path):
+    if bitext_pair_folders(path):
         return "bitext"
     raise InvalidInputError(
         f"{path} is not a task folder: expected corpus.jsonl + queries.jsonl + qrels/test.tsv (retrieval), "
@@ -90,7 +90,7 @@ def retrieval_splits(folder: str | Path) -> dict[str, str]:
 def load_bitext_task(folder: str | Path) -> list[BitextPair]:
     """Every language pair of a bitext-mining folder (or the folder itself if it is one pair)."""
     path = Path(folder)
-    pair_folders = _bitext_pair_folders(path)
+    pair_folders = bitext_pair_folders(path)
     if not pair_folders:
         raise InvalidInputError(f"{path} has no <pair>/sentences1.jsonl + sentences2.jsonl folders")
     pairs = []
@@ -135,7 +135,8 @@ def _is_task(path: Path) -> bool:
     return True
 
 
-def _bitext_pair_folders(path: Path) -> list[Path]:
+def bitext_pair_folders(path: Path) -> list[Path]:
+    """The language-pair folders of a bitext task (the folder itself if it holds one pair)."""
     if (path / "sentences1.jsonl").is_file():
         return [path]
     if not path.is_dir():

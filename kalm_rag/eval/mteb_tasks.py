@@ -18,6 +18,7 @@ from kalm_rag.beir import load_retrieval_task, read_qrels
 from kalm_rag.errors import InvalidInputError, require
 from kalm_rag.eval.datasets import (
     ALL_LANGUAGES,
+    bitext_pair_folders,
     discover_tasks,
     load_bitext_task,
     load_sts_task,
@@ -147,7 +148,7 @@ def _bitext_task(path: Path, name: str) -> Any:
     from datasets import Dataset  # type: ignore[import-untyped]
     from mteb.abstasks.text.bitext_mining import AbsTaskBitextMining
 
-    pair_names = [pair.name for pair in load_bitext_task(path)]
+    pair_names = [folder.name for folder in bitext_pair_folders(path)]  # the texts load later
     eval_langs = {
         pair: [mteb_language(lang) for lang in pair.split("-", 1)] if "-" in pair else ["eng-Latn"]
         for pair in pair_names
