@@ -21,6 +21,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -135,6 +136,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "train_domain.json")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (~20 GB of checkpoints)")
     args = parser.parse_args()
     if args.render:
         args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text())), encoding="utf-8")
@@ -188,6 +190,8 @@ def main() -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     args.out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
     print(markdown(report))
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

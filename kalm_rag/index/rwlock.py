@@ -4,69 +4,81 @@ Searches in hnswlib and numpy release the GIL, so letting readers overlap is wor
 writer (add, delete, save of mutable state) waits for readers to leave and blocks new ones,
 so a search never sees a half-applied update (id map, payloads and vectors out of step).
 Writers are preferred so a steady stream of searches cannot starve an ``add``. Not reentrant.
+
+Every search enters and leaves the read side, so its uncontended path is one C-level mutex
+round trip each way; the Condition is touched only when someone has to wait.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-
-
-class _Guard:
-    # Plain __enter__/__exit__ objects: cheaper than @contextmanager on every search.
-    __slots__ = ("_acquire", "_release")
-
-    def __init__(self, acquire: Callable[[], None], release: Callable[[], None]) -> None:
-        self._acquire = acquire
-        self._release = release
-
-    def __enter__(self) -> None:
-        self._acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._release()
 
 
 class ReadWriteLock:
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer = False
         self._waiting_writers = 0
-        self._read = _Guard(self._acquire_read, self._release_read)
-        self._write = _Guard(self._acquire_write, self._release_write)
+        self._read_side = _ReadSide(self)
+        self._write_side = _WriteSide(self)
 
-    def read(self) -> _Guard:
+    def read(self) -> _ReadSide:
         """``with lock.read():`` shared access."""
-        return self._read
+        return self._read_side
 
-    def write(self) -> _Guard:
+    def write(self) -> _WriteSide:
         """``with lock.write():`` exclusive access."""
-        return self._write
+        return self._write_side
 
-    def _acquire_read(self) -> None:
-        with self._cond:
-            while self._writer or self._waiting_writers:
-                self._cond.wait()
-            self._readers += 1
 
-    def _release_read(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if not self._readers:
-                self._cond.notify_all()
+class _ReadSide:
+    __slots__ = ("_rw",)
 
-    def _acquire_write(self) -> None:
-        with self._cond:
-            self._waiting_writers += 1
+    def __init__(self, rw: ReadWriteLock) -> None:
+        self._rw = rw
+
+    def __enter__(self) -> None:
+        rw = self._rw
+        with rw._mutex:
+            if not rw._writer and not rw._waiting_writers:  # the usual case: no writer about
+                rw._readers += 1
+                return
+        with rw._cond:
+            while rw._writer or rw._waiting_writers:
+                rw._cond.wait()
+            rw._readers += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        rw = self._rw
+        with rw._mutex:
+            rw._readers -= 1
+            wake = not rw._readers and rw._waiting_writers
+        if wake:  # the last reader out lets a waiting writer in
+            with rw._cond:
+                rw._cond.notify_all()
+
+
+class _WriteSide:
+    __slots__ = ("_rw",)
+
+    def __init__(self, rw: ReadWriteLock) -> None:
+        self._rw = rw
+
+    def __enter__(self) -> None:
+        rw = self._rw
+        with rw._cond:
+            rw._waiting_writers += 1
             try:
-                while self._writer or self._readers:
-                    self._cond.wait()
+                while rw._writer or rw._readers:
+                    rw._cond.wait()
             finally:
-                self._waiting_writers -= 1
-            self._writer = True
+                rw._waiting_writers -= 1
+            rw._writer = True
 
-    def _release_write(self) -> None:
-        with self._cond:
-            self._writer = False
-            self._cond.notify_all()
+    def __exit__(self, *exc_info: object) -> None:
+        rw = self._rw
+        with rw._cond:
+            rw._writer = False
+            rw._cond.notify_all()

@@ -134,17 +134,11 @@ def prepare(
     vectors: npt.ArrayLike, *, dim: int, metric: str, what: str = "vectors"
 ) -> npt.NDArray[np.float32]:
     """Validate, then normalise under cosine: the exact form every engine stores or queries."""
-    if (
-        isinstance(vectors, np.ndarray)
-        and vectors.shape == (dim,)
-        and vectors.dtype == np.float32
-        and vectors.flags.c_contiguous
-    ):
+    if isinstance(vectors, np.ndarray) and vectors.shape == (dim,) and vectors.dtype == np.float32:
         # One query vector, the hot path of single-query search: one dot product both proves
         # every element finite (inf/NaN propagate) and gives the norm. Anything unusual (a
         # non-finite sum, a zero vector) falls through to the general checks and their errors.
-        with np.errstate(over="ignore"):  # an overflow just means "take the general path"
-            squared = float(vectors @ vectors)
+        squared = float(np.vdot(vectors, vectors))  # vdot: an overflow gives inf without a warning
         if math.isfinite(squared) and squared > _TINY:
             row: npt.NDArray[np.float32] = vectors.reshape(1, dim)
             if metric != "cosine" or abs(squared - 1.0) < 2e-6:
