@@ -289,12 +289,15 @@ class HnswIndex(IndexContext):
         except RuntimeError:
             # hnswlib could not reach k items (many deletions, a restrictive filter): score exactly.
             return self._exact(queries, k, allowed if allowed is not None else list(self._ids))
-        # hnswlib's "l2" space reports squared distances, its "ip" space 1 - <q, v>. Plain Python
-        # on the lists: for the usual 10 hits it is cheaper than another numpy call.
-        rows = distances.tolist()
+        # hnswlib's "l2" space reports squared distances, its "ip" space 1 - <q, v>. For one
+        # query plain Python on ~10 floats beats another numpy call; for a batch numpy wins.
+        if len(queries) > 1:
+            sims = 0.0 - np.sqrt(np.maximum(distances, 0.0)) if self._metric == "l2" else 1.0 - distances
+            return labels.tolist(), sims.tolist()
+        (row,) = distances.tolist()
         if self._metric == "l2":
-            return labels.tolist(), [[-math.sqrt(d) if d > 0 else 0.0 for d in row] for row in rows]
-        return labels.tolist(), [[1.0 - d for d in row] for row in rows]
+            return labels.tolist(), [[-math.sqrt(d) if d > 0 else 0.0 for d in row]]
+        return labels.tolist(), [[1.0 - d for d in row]]
 
     def _exact(
         self, queries: npt.NDArray[np.float32], k: int, allowed: list[int]
