@@ -90,6 +90,9 @@ class EmbeddingModel(torch.nn.Module):
             resolved.folder, model_config, device=torch.device(device or "cpu"), dtype=dtype
         )
         backbone.train()
+        # an embedding model never generates: a decoder's KV cache would only cost memory
+        if hasattr(backbone.config, "use_cache"):
+            backbone.config.use_cache = False
         if gradient_checkpointing:
             # non-reentrant checkpointing works with DDP and with inputs that need no grad
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

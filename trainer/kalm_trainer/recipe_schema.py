@@ -116,6 +116,16 @@ class StageSection(StepConfig):
     #: distillation: a teacher model (name/path) scores each query's group; its scores become
     #: soft labels (``teacher_scores``) for the KL term of the loss. "" = no distillation
     teacher: str = ""
+    #: false: no instructions in this stage (queries get the model's plain query prompt, e.g.
+    #: pre-training on weak pairs); the saved model keeps [model]'s instruction template
+    instructions: bool = True
+    #: false: train the full dimension only in this stage (loss.matryoshka_dims is ignored)
+    matryoshka: bool = True
+    #: DataLoader worker processes that read and tokenise batches (0 = in the training process)
+    dataloader_workers: int = 0
+    #: true: examples stay on disk (an index of line offsets, task ids and text hashes, built
+    #: once per file) and are read lazily by each process; for data that does not fit in memory
+    streaming: bool = False
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
@@ -135,6 +145,7 @@ class StageSection(StepConfig):
             ),
             (self.save_steps >= 0 and self.save_total_limit >= 0, "save_steps/save_total_limit must be >= 0"),
             (self.logging_steps >= 1, "logging_steps must be >= 1"),
+            (self.dataloader_workers >= 0, "dataloader_workers must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -8,6 +8,7 @@ configuration are moved aside, never mixed in (``restart=True`` deletes them ins
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,11 +27,16 @@ from kalm_trainer.collate import EmbeddingCollator, ExampleDataset
 from kalm_trainer.data.jsonl import read_examples
 from kalm_trainer.data.sampler import batch_text_keys, plan_global_batches
 from kalm_trainer.data.schema import TrainingExample
+from kalm_trainer.launchers import check_gradcache_launcher
+from kalm_trainer.losses import LossConfig
 from kalm_trainer.model import EmbeddingModel
 from kalm_trainer.processes import process_state
 from kalm_trainer.recipe_schema import ModelSection, StageSection
 
-__all__ = ["StageResult", "train_stage", "training_arguments"]
+if TYPE_CHECKING:
+    from kalm_rag.config import ModelConfig
+
+__all__ = ["StageResult", "stage_loss_config", "stage_model_config", "train_stage", "training_arguments"]
 
 logger = logging.getLogger("kalm_trainer")
 
@@ -89,11 +95,24 @@ def training_arguments(stage: StageSection, *, checkpoint_dir: Path, seed: int, 
         bf16=uses_bf16(stage.precision),
         use_cpu=not torch.cuda.is_available(),
         report_to="none",
-        dataloader_num_workers=0,
+        dataloader_num_workers=stage.dataloader_workers,
         remove_unused_columns=False,
         disable_tqdm=True,
         ddp_find_unused_parameters=False,
     )
+
+
+def stage_model_config(config: ModelConfig, stage: StageSection) -> ModelConfig:
+    """How this stage prompts texts: ``instructions = false`` drops the instruction template
+    (queries get the plain query prompt); the saved model keeps the full config."""
+    return config if stage.instructions else config.replace(instruction_template=None)
+
+
+def stage_loss_config(stage: StageSection) -> LossConfig:
+    """The stage's loss; ``matryoshka = false`` trains the full dimension only."""
+    if stage.matryoshka:
+        return stage.loss
+    return dataclasses.replace(stage.loss, matryoshka_dims=(), matryoshka_weights=())
 
 
 def load_stage_examples(files: Sequence[Path], stage: StageSection) -> list[TrainingExample]:
@@ -148,6 +167,7 @@ def train_stage(
     from kalm_rag.resolve import resolve_model
     from kalm_trainer.trainer import KalmTrainer
 
+    check_gradcache_launcher(stage.gradcache_chunk, where="stage")
     state = process_state()
     examples = load_stage_examples(data_files, stage)
     steps, per_epoch = planned_steps(examples, stage, seed)
@@ -169,7 +189,7 @@ def train_stage(
     frozen += model.freeze_lower_layers(stage.frozen_layers)
     collator = EmbeddingCollator(
         model.tokenizer,
-        model.model_config,
+        stage_model_config(model.model_config, stage),
         num_negatives=stage.negatives,
         query_max_length=min(stage.query_max_length or model.max_length, model.max_length),
         passage_max_length=min(stage.passage_max_length or model.max_length, model.max_length),
@@ -180,7 +200,7 @@ def train_stage(
         args=training_arguments(stage, checkpoint_dir=checkpoint_dir, seed=seed, steps=steps),
         data_collator=collator,
         train_dataset=ExampleDataset(examples),
-        loss_config=stage.loss,
+        loss_config=stage_loss_config(stage),
         batch_size=stage.batch_size,
         task_ratio=stage.task_ratio,
         gradcache_chunk=stage.gradcache_chunk,

@@ -49,6 +49,9 @@ class KalmTrainer(Trainer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         if not isinstance(self.model, EmbeddingModel):
             raise ConfigError(f"KalmTrainer trains an EmbeddingModel, got {type(self.model).__name__}")
+        from kalm_trainer.launchers import check_gradcache_launcher
+
+        check_gradcache_launcher(gradcache_chunk, deepspeed=bool(self.is_deepspeed_enabled) or None)
         if not isinstance(self.train_dataset, ExampleDataset):
             raise ConfigError("KalmTrainer needs its train_dataset as an ExampleDataset")
         self.examples: ExampleDataset = self.train_dataset

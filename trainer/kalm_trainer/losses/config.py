@@ -30,8 +30,10 @@ class LossConfig:
     - ``matryoshka_dims`` / ``matryoshka_weights``: KaLM's 896/512/256/128/64 with 1/.3/.2/.1/.1;
       dims above the model's size are clipped to it (see ``matryoshka.resolve_matryoshka``).
       An empty tuple trains the full dimension only.
-    - ``gather_across_processes`` False: when True (and torch.distributed is initialised) every
-      query is scored against the passages of all processes (RECIPE.md: the all-gathered batch).
+    - ``gather_across_processes`` True: when more than one process trains (torch.distributed
+      initialised with world size > 1), every query is scored against the passages of all
+      processes (RECIPE.md: the all-gathered batch); a single process is unaffected. False
+      scores each process's slice on its own (fewer negatives per query).
     - ``distill_*``: KL(teacher || student) over each query's own candidates, added with weight
       ``distill_weight`` when teacher scores are given. The v2.5 teacher and temperatures are not
       published; 0.01 on both sides suits cosine scores from a teacher embedding model, use a
@@ -46,7 +48,7 @@ class LossConfig:
     mix_grad: bool = False
     matryoshka_dims: tuple[int, ...] = KALM_MATRYOSHKA_DIMS
     matryoshka_weights: tuple[float, ...] = KALM_MATRYOSHKA_WEIGHTS
-    gather_across_processes: bool = False
+    gather_across_processes: bool = True
     distill_weight: float = 1.0
     distill_student_temperature: float = 0.01
     distill_teacher_temperature: float = 0.01
