@@ -74,13 +74,18 @@ class ModelConfig:
             return self.query_prompt
         return render_prefix(self.instruction_template, instruction or self.instruction_for(task))
 
-    def document_prefix(self, *, task: str | TaskType | None = None) -> str:
-        """Documents stay plain, except that symmetric tasks put the instruction on both sides."""
-        if task is not None and self.instruction_template is not None:
-            parsed = parse_task(task)
-            if parsed not in (TaskType.RETRIEVAL, TaskType.RERANKING):
-                return self.query_prefix(task=parsed)
-        return self.document_prompt
+    def document_prefix(self, *, task: str | TaskType | None = None, instruction: str | None = None) -> str:
+        """The text put before every document (the candidate side).
+
+        Asymmetric tasks (retrieval, reranking; also ``task=None``): the document prompt (plain
+        for KaLM-style models, ``"passage: "`` for e5). Symmetric tasks (STS, pair
+        classification, bitext, classification, clustering, summarization) give both sides the
+        query's prefix: the instruction for instruction-aware models, the query prompt for
+        prompt models (e5's model card: ``"query: "`` for symmetric tasks).
+        """
+        if task is None or parse_task(task) in (TaskType.RETRIEVAL, TaskType.RERANKING):
+            return self.document_prompt
+        return self.query_prefix(instruction=instruction, task=task)
 
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -148,10 +148,19 @@ class Encoder:
         return self.encode(texts, prompt=prefix, **kwargs)
 
     def encode_document(
-        self, texts: str | Sequence[str], *, task: str | TaskType | None = None, **kwargs: Any
+        self,
+        texts: str | Sequence[str],
+        *,
+        task: str | TaskType | None = None,
+        instruction: str | None = None,
+        **kwargs: Any,
     ) -> FloatArray:
-        """Embed documents: plain for retrieval; symmetric tasks put the instruction on both sides."""
-        return self.encode(texts, prompt=self.config.document_prefix(task=task), **kwargs)
+        """Embed documents: plain (or the document prompt) for retrieval; symmetric tasks give
+        documents the query side's prefix (the instruction, or e5's ``"query: "``)."""
+        if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
+            raise InvalidInputError("instruction must be a non-empty string")
+        prefix = self.config.document_prefix(task=task, instruction=instruction)
+        return self.encode(texts, prompt=prefix, **kwargs)
 
     def similarity(self, a: npt.ArrayLike, b: npt.ArrayLike) -> FloatArray:
         """Pairwise similarity matrix (n_a, n_b): cosine or dot, as the model was trained."""

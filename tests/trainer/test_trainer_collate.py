@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from kalm_trainer.collate import EmbeddingCollator, choose_group, passage_prefix, query_prefix
+from kalm_trainer.collate import EmbeddingCollator, choose_group, label_id, passage_prefix, query_prefix
 from kalm_trainer.data.schema import TaskType, TrainingExample
 
 from kalm_rag.config import ModelConfig
@@ -82,18 +82,36 @@ def test_batch_layout(tokenizer: Any) -> None:
     assert texts[3] == "a python package" and texts[4:] == ["linux", "linux"]
     query = tokenizer.decode(batch["query"]["input_ids"][0][batch["query"]["attention_mask"][0].bool()])
     assert query == KALM.query_prefix() + "search index"
-    assert torch.equal(batch["labels"], torch.tensor([-1, -1]))
+    assert torch.equal(batch["labels"], torch.full((2, 3), -1))  # retrieval data: unlabelled
     assert "teacher_scores" not in batch
 
 
 def test_labels_and_teacher_scores_follow_the_chosen_candidates(tokenizer: Any) -> None:
     examples = [
-        TrainingExample("a", ("a2",), ("b1", "c1"), task="cls", label="x", teacher_scores=(0.9, 0.2, 0.1)),
+        TrainingExample(
+            "a",
+            ("a2",),
+            ("b1", "c1"),
+            task="cls",
+            label="x",
+            negative_labels=("y", "z"),
+            teacher_scores=(0.9, 0.2, 0.1),
+        ),
         TrainingExample("b", ("b2",), ("a1", "c1"), task="cls", label="y", teacher_scores=(0.8, 0.3, 0.4)),
-        TrainingExample("a3", ("a4",), ("b1", "c2"), task="cls", label="x", teacher_scores=(0.7, 0.5, 0.6)),
+        TrainingExample(
+            "a3",
+            ("a4",),
+            ("b1", "c2"),
+            task="cls",
+            label="x",
+            negative_labels=("y", None),
+            teacher_scores=(0.7, 0.5, 0.6),
+        ),
     ]
     batch = EmbeddingCollator(tokenizer, KALM, num_negatives=2)(examples)
-    assert batch["labels"].tolist() == [0, 1, 0]
+    x, y, z = (label_id("cls", name) for name in "xyz")
+    # every candidate's class: query/positive, then each negative (-1 = unknown)
+    assert batch["labels"].tolist() == [[x, y, z], [y, -1, -1], [x, y, -1]]
     expected = torch.tensor([[0.9, 0.2, 0.1], [0.8, 0.3, 0.4], [0.7, 0.5, 0.6]])
     torch.testing.assert_close(batch["teacher_scores"], expected)
     # with one negative kept, the teacher scores follow the choice

@@ -1,14 +1,18 @@
 """Turn a batch of training examples into model inputs: texts with their prompts, token ids,
 a fixed-size candidate group per query, class labels and teacher scores.
 
-Prompts follow the SDK (``kalm_rag.config.ModelConfig``) so training and inference see the same
-text: instruction-aware models get ``Instruct: {instruction} \\n Query: `` on queries and, for
-symmetric tasks, on passages too (RECIPE.md, "Instructions"); models without a template (e5)
-get their fixed ``query: `` / ``passage: `` prompts and ignore the example's instruction.
+Prompts come from the SDK (``ModelConfig.query_prefix`` / ``document_prefix``) so training and
+inference see the same text. Instruction-aware models get ``Instruct: {instruction} \\n Query: ``
+with the example's own instruction on queries, and for symmetric task types (sts,
+pair_classification, bitext, classification, clustering) on passages too; retrieval and
+reranking passages stay plain (RECIPE.md, "Instructions"). Models without a template (e5) ignore
+the instruction: ``query: `` / ``passage: `` for asymmetric tasks, ``query: `` on both sides for
+symmetric ones (e5's model card).
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +23,21 @@ import torch
 
 from kalm_rag.config import ModelConfig
 from kalm_rag.errors import InvalidInputError
-from kalm_rag.instructions import is_symmetric, render_prefix
 from kalm_trainer.data.schema import TrainingExample
 
-__all__ = ["EmbeddingCollator", "ExampleDataset", "choose_group", "passage_prefix", "query_prefix"]
+__all__ = [
+    "UNLABELLED",
+    "EmbeddingCollator",
+    "ExampleDataset",
+    "candidate_labels",
+    "choose_group",
+    "label_id",
+    "passage_prefix",
+    "query_prefix",
+]
+
+#: The label id of an unlabelled text (retrieval data): never masked.
+UNLABELLED = -1
 
 
 class ExampleDataset(torch.utils.data.Dataset[TrainingExample]):
@@ -38,18 +53,43 @@ class ExampleDataset(torch.utils.data.Dataset[TrainingExample]):
         return self.examples[index]
 
 
+def _instruction(config: ModelConfig, example: TrainingExample) -> str | None:
+    # models trained without instructions (no template) keep their fixed prompts
+    return example.instruction if config.instruction_template is not None else None
+
+
 def query_prefix(config: ModelConfig, example: TrainingExample) -> str:
-    if config.instruction_template is None:
-        return config.query_prompt
-    instruction = example.instruction or config.instruction_for(example.task_type)
-    return render_prefix(config.instruction_template, instruction)
+    """The query side's prefix: the example's instruction in the model's template, or the
+    model's query prompt."""
+    return config.query_prefix(instruction=_instruction(config, example), task=example.task_type)
 
 
 def passage_prefix(config: ModelConfig, example: TrainingExample) -> str:
-    """Plain for retrieval; symmetric tasks carry the example's own instruction on both sides."""
-    if config.instruction_template is not None and is_symmetric(example.task_type):
-        return query_prefix(config, example)
-    return config.document_prompt
+    """Plain / the document prompt for retrieval and reranking; symmetric task types give
+    passages the query side's prefix."""
+    return config.document_prefix(task=example.task_type, instruction=_instruction(config, example))
+
+
+def label_id(task: str, label: str | None) -> int:
+    """A class id that is the same in every process and run: a 63-bit blake2b hash of
+    (task, label); :data:`UNLABELLED` for None. (Python's ``hash`` of a string is salted per
+    process, so ranks would disagree.) Labels of different tasks never match."""
+    if label is None:
+        return UNLABELLED
+    digest = hashlib.blake2b(f"{task}\x00{label}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1)
+
+
+def candidate_labels(
+    examples: Sequence[TrainingExample], groups: Sequence[tuple[int, Sequence[int]]]
+) -> torch.Tensor:
+    """Class ids (B, 1 + n): each query's label (shared by its positive), then the label of each
+    chosen negative (``groups``: the :func:`choose_group` picks); -1 where unknown."""
+    rows = [
+        [label_id(ex.task, ex.label), *(label_id(ex.task, ex.negative_label(i)) for i in negatives)]
+        for ex, (_positive, negatives) in zip(examples, groups, strict=True)
+    ]
+    return torch.tensor(rows, dtype=torch.long)
 
 
 def choose_group(example: TrainingExample, num_negatives: int, seed: int) -> tuple[int, list[int]]:
@@ -86,8 +126,9 @@ class EmbeddingCollator:
     """Collate ``TrainingExample`` lists into ``{"query": ..., "passage": ..., ...}`` tensors.
 
     Passages are laid out group by group: ``[pos_0, neg_0_0 .. neg_0_{n-1}, pos_1, ...]``.
-    ``labels`` (B,) holds class ids for labelled (classification/clustering) examples and -1
-    elsewhere; ``teacher_scores`` (B, 1 + n) is present when every example carries them.
+    ``labels`` (B, 1 + n) holds the class id (:func:`label_id`) of each query / positive and of
+    each hard negative, -1 where unknown (retrieval data); ``teacher_scores`` (B, 1 + n) is
+    present when every example carries them.
     """
 
     tokenizer: Any
@@ -112,12 +153,14 @@ class EmbeddingCollator:
         queries: list[str] = []
         passages: list[str] = []
         scores: list[list[float]] = []
+        groups: list[tuple[int, list[int]]] = []
         for ex in examples:
             if not ex.positives:
                 raise InvalidInputError(
                     f"example {ex.query[:60]!r} has no positive; run 'label_examples' on labelled data first"
                 )
             positive, negatives = choose_group(ex, self.num_negatives, self.seed)
+            groups.append((positive, negatives))
             queries.append(query_prefix(self.config, ex) + ex.query)
             prefix = passage_prefix(self.config, ex)
             passages.append(prefix + ex.positives[positive])
@@ -130,7 +173,7 @@ class EmbeddingCollator:
         batch: dict[str, Any] = {
             "query": self._tokenize(self._query_tokenizer, queries),
             "passage": self._tokenize(self._passage_tokenizer, passages),
-            "labels": _label_ids(examples),
+            "labels": candidate_labels(examples, groups),
         }
         if len(scores) == len(examples):
             batch["teacher_scores"] = torch.tensor(scores, dtype=torch.float32)
@@ -142,15 +185,3 @@ class EmbeddingCollator:
         ids, _truncated = tokenizer(texts)
         input_ids, mask = pad_batch(ids, self._pad_id)
         return {"input_ids": input_ids, "attention_mask": mask}
-
-
-def _label_ids(examples: Sequence[TrainingExample]) -> torch.Tensor:
-    """Class ids within the batch: same task and same label -> same id; unlabelled -> -1."""
-    ids: dict[tuple[str, str], int] = {}
-    out = []
-    for ex in examples:
-        if ex.label is None:
-            out.append(-1)
-        else:
-            out.append(ids.setdefault((ex.task, ex.label), len(ids)))
-    return torch.tensor(out, dtype=torch.long)

@@ -15,10 +15,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from kalm_rag.instructions import TaskType
-from kalm_trainer.data.embedding import TextEncoder, encode_queries
+from kalm_trainer.data.embedding import TextEncoder, encode_documents, encode_queries
 from kalm_trainer.data.schema import TrainingExample
 
 __all__ = ["add_teacher_scores"]
+
+_Key = tuple[TaskType, str | None]  # documents are embedded once per task type and instruction
 
 
 def add_teacher_scores(examples: Sequence[TrainingExample], teacher: TextEncoder) -> list[TrainingExample]:
@@ -26,20 +28,22 @@ def add_teacher_scores(examples: Sequence[TrainingExample], teacher: TextEncoder
     if not examples:
         return []
     queries = encode_queries(teacher, examples)
-    # each unique candidate text is embedded once per task type (symmetric tasks prefix documents)
-    texts_by_type: dict[TaskType, dict[str, int]] = defaultdict(dict)
+    # each unique candidate text is embedded once per (task type, instruction): symmetric tasks
+    # prefix documents with the example's own instruction, as the collator does
+    texts_by_key: dict[_Key, dict[str, int]] = defaultdict(dict)
     for ex in examples:
-        ids = texts_by_type[ex.task_type]
+        ids = texts_by_key[(ex.task_type, ex.instruction)]
         for text in ex.candidates:
             ids.setdefault(text, len(ids))
-    vectors: dict[TaskType, np.ndarray] = {}
-    for task_type, ids in texts_by_type.items():
-        vectors[task_type] = _unit(np.asarray(teacher.encode_document(list(ids), task=task_type), np.float32))
+    vectors: dict[_Key, np.ndarray] = {
+        key: _unit(encode_documents(teacher, list(ids), *key)) for key, ids in texts_by_key.items()
+    }
     queries = _unit(np.asarray(queries, np.float32))
     out = []
     for row, ex in enumerate(examples):
-        ids = texts_by_type[ex.task_type]
-        candidates = vectors[ex.task_type][[ids[t] for t in ex.candidates]]
+        key = (ex.task_type, ex.instruction)
+        ids = texts_by_key[key]
+        candidates = vectors[key][[ids[t] for t in ex.candidates]]
         scores = candidates @ queries[row]
         out.append(dataclasses.replace(ex, teacher_scores=tuple(float(s) for s in scores)))
     return out

@@ -115,14 +115,13 @@ class KalmTrainer(Trainer):  # type: ignore[misc]
         if passages.shape[0] % batch:
             raise ConfigError(f"{passages.shape[0]} passages do not form equal groups for {batch} queries")
         group = passages.view(batch, passages.shape[0] // batch, passages.shape[1])
-        labels = inputs.get("labels")
-        if labels is not None and bool((labels < 0).all()):
-            labels = None  # retrieval data: no class structure to mask
+        # always passed (also all -1, retrieval data): the loss all-gathers labels, a collective
+        # every process must join, and another rank's slice may hold labelled examples
         return kalm_contrastive_loss(
             queries,
             group[:, 0],
             group[:, 1:] if group.shape[1] > 1 else None,
-            labels=labels,
+            labels=inputs.get("labels"),
             teacher_scores=inputs.get("teacher_scores"),
             config=self.loss_config,
             generator=self._mixing_generator(),

@@ -4,8 +4,19 @@ The shared training data (``shared/data/train/*.jsonl``) has one pair a line::
 
     {"query": ..., "positive": ..., "lang": ..., "package": ..., "task": "debian-desc"}
 
-``query`` and ``positive`` are required; ``negative`` / ``negatives`` are optional; every other
-scalar key (``lang``, ``package``, ...) is kept in the example's ``meta``.
+``query`` and ``positive`` (or a ``positives`` list) are required; these keys are optional and
+kept per line through every later step, the collator and the loss:
+
+- ``negative`` / ``negatives``: given hard negatives (mining keeps them first);
+- ``instruction``: the line's own task instruction (instruction-aware models get it);
+- ``task_type``: retrieval, reranking, sts, pair_classification, bitext, classification,
+  clustering (symmetric types put the instruction / query prompt on both sides);
+- ``label``: the class of the query (classification / clustering). A labelled line may have no
+  positive yet: the ``label_examples`` step picks one of the same class;
+- ``negative_labels``: the class of each negative.
+
+The step's config sets defaults for lines without them. Every other scalar key (``lang``,
+``package``, ...) is kept in the example's ``meta``.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ from kalm_rag.errors import ConfigError, InvalidInputError
 from kalm_rag.instructions import DEFAULT_INSTRUCTIONS, TaskType
 from kalm_trainer.data.config_base import StepConfig
 from kalm_trainer.data.jsonl import OnError, ReadReport, read_with, write_examples
-from kalm_trainer.data.schema import TrainingExample
+from kalm_trainer.data.schema import TrainingExample, label_string
 
 __all__ = ["TASK_INSTRUCTIONS", "ConvertPairsConfig", "load_pairs", "pair_to_example", "run_convert_step"]
 
@@ -29,14 +40,27 @@ TASK_INSTRUCTIONS: dict[str, str] = {
     "debian-desc": "Given a software package's short description, retrieve its full description",
 }
 
-_PAIR_KEYS = {"query", "positive", "negative", "negatives", "task"}
+_PAIR_KEYS = {
+    "query",
+    "positive",
+    "positives",
+    "negative",
+    "negatives",
+    "task",
+    "task_type",
+    "instruction",
+    "label",
+    "negative_labels",
+}
 
 
 @dataclass(frozen=True)
 class ConvertPairsConfig(StepConfig):
-    instruction: str | None = None  # None: TASK_INSTRUCTIONS[task], else the task type's default
+    #: for lines without their own "instruction"; None: TASK_INSTRUCTIONS[task], else the
+    #: task type's default
+    instruction: str | None = None
     task: str | None = None  # overrides the file's "task"; needed when lines carry none
-    task_type: TaskType = TaskType.RETRIEVAL
+    task_type: TaskType = TaskType.RETRIEVAL  # for lines without their own "task_type"
     on_error: OnError = "raise"
 
     def __post_init__(self) -> None:
@@ -53,12 +77,16 @@ def pair_to_example(
     task: str | None = None,
     task_type: TaskType = TaskType.RETRIEVAL,
 ) -> TrainingExample:
-    """One pair object -> one example; raises InvalidInputError naming what is wrong."""
+    """One pair object -> one example; raises InvalidInputError naming what is wrong.
+
+    The line's own ``instruction`` / ``task_type`` win over the ``instruction`` / ``task_type``
+    given here (defaults); ``task`` given here overrides the line's.
+    """
     if not isinstance(raw, Mapping):
         raise InvalidInputError(f"expected a JSON object, got {type(raw).__name__}")
-    for key in ("query", "positive"):
-        if not isinstance(raw.get(key), str):
-            raise InvalidInputError(f"missing or non-string {key!r}")
+    if not isinstance(raw.get("query"), str):
+        raise InvalidInputError("missing or non-string 'query'")
+    positives = _positives(raw)
     task_name = task or raw.get("task")
     if not isinstance(task_name, str) or not task_name.strip():
         raise InvalidInputError("no task name: the line has no 'task' and none was configured")
@@ -73,15 +101,59 @@ def pair_to_example(
         raise InvalidInputError(
             f"keys {bad_meta} hold non-scalar values; only scalars can be kept as metadata"
         )
+    kind = _line_task_type(raw, task_type)
+    own = raw.get("instruction")
+    if own is not None and (not isinstance(own, str) or not own.strip()):
+        raise InvalidInputError("'instruction' must be a non-empty string")
     return TrainingExample(
         query=raw["query"],
-        positives=(raw["positive"],),
+        positives=positives,
         negatives=tuple(negatives),
         task=task_name,
-        task_type=task_type,
-        instruction=instruction or TASK_INSTRUCTIONS.get(task_name) or DEFAULT_INSTRUCTIONS[task_type],
+        task_type=kind,
+        instruction=own or instruction or TASK_INSTRUCTIONS.get(task_name) or DEFAULT_INSTRUCTIONS[kind],
+        label=label_string(raw.get("label")),
+        negative_labels=_negative_labels(raw, len(negatives)),
         meta=meta,
     )
+
+
+def _positives(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """``positive`` and/or ``positives``; none only for labelled lines (labelled later)."""
+    found: list[Any] = []
+    if "positive" in raw:
+        found.append(raw["positive"])
+    listed = raw.get("positives", [])
+    if not isinstance(listed, list):
+        raise InvalidInputError("'positives' must be a list of strings")
+    found += listed
+    if not all(isinstance(p, str) for p in found):
+        raise InvalidInputError("'positive' / 'positives' must be strings")
+    if not found and raw.get("label") is None:
+        raise InvalidInputError(
+            "missing or non-string 'positive' (only lines with a 'label' may leave it out)"
+        )
+    return tuple(found)
+
+
+def _line_task_type(raw: Mapping[str, Any], default: TaskType) -> TaskType:
+    value = raw.get("task_type")
+    if value is None:
+        return default
+    try:
+        return TaskType(value)
+    except ValueError:
+        known = ", ".join(t.value for t in TaskType)
+        raise InvalidInputError(f"unknown task_type {value!r}; known: {known}") from None
+
+
+def _negative_labels(raw: Mapping[str, Any], count: int) -> tuple[Any, ...] | None:
+    value = raw.get("negative_labels")
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != count:
+        raise InvalidInputError(f"'negative_labels' must be a list with one label per negative ({count})")
+    return tuple(label_string(v) for v in value)
 
 
 def load_pairs(

@@ -7,7 +7,7 @@ does); pure cores take arrays, so they are testable without a model.
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -22,10 +22,12 @@ __all__ = [
     "CandidatePool",
     "TextEncoder",
     "build_pool",
+    "encode_documents",
     "encode_pool",
     "encode_queries",
     "group_by_task",
     "load_encoder",
+    "pool_prompt",
     "takes_instructions",
 ]
 
@@ -38,7 +40,9 @@ class TextEncoder(Protocol):
         self, texts: Sequence[str], *, instruction: str | None = None, task: Any = None
     ) -> Any: ...
 
-    def encode_document(self, texts: Sequence[str], *, task: Any = None) -> Any: ...
+    def encode_document(
+        self, texts: Sequence[str], *, task: Any = None, instruction: str | None = None
+    ) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +105,29 @@ def encode_queries(encoder: TextEncoder, examples: Sequence[TrainingExample]) ->
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
-def encode_pool(encoder: TextEncoder, pool: CandidatePool, task_type: TaskType) -> FloatArray:
-    return _matrix(encoder.encode_document(list(pool.texts), task=task_type), len(pool.texts))
+def pool_prompt(examples: Sequence[TrainingExample]) -> tuple[TaskType, str | None]:
+    """The task type and instruction a task's candidate pool is embedded with: the most common
+    pair among its examples (a task is normally one type with one instruction; the pool is
+    shared, so it gets one prompt). Symmetric types put the instruction on documents too."""
+    counts = Counter((ex.task_type, ex.instruction) for ex in examples)
+    return counts.most_common(1)[0][0] if counts else (TaskType.RETRIEVAL, None)
+
+
+def encode_documents(
+    encoder: TextEncoder, texts: Sequence[str], task_type: TaskType, instruction: str | None = None
+) -> FloatArray:
+    """Embed candidate texts as the trainer's collator prefixes them for ``task_type``."""
+    if instruction is not None and takes_instructions(encoder):
+        vectors = encoder.encode_document(list(texts), task=task_type, instruction=instruction)
+    else:
+        vectors = encoder.encode_document(list(texts), task=task_type)
+    return _matrix(vectors, len(texts))
+
+
+def encode_pool(
+    encoder: TextEncoder, pool: CandidatePool, task_type: TaskType, instruction: str | None = None
+) -> FloatArray:
+    return encode_documents(encoder, pool.texts, task_type, instruction)
 
 
 @functools.lru_cache(maxsize=2)

@@ -26,6 +26,7 @@ from kalm_trainer.data.embedding import (
     encode_queries,
     group_by_task,
     load_encoder,
+    pool_prompt,
 )
 from kalm_trainer.data.jsonl import OnError, read_examples, write_examples
 from kalm_trainer.data.schema import TrainingExample
@@ -141,7 +142,7 @@ def filter_ranking_consistency(
         positive_ids = [[pool.ids[t] for t in ex.positives] for ex in group]
         exclude = [[pool.ids[ex.query]] if exclude_query and ex.query in pool.ids else [] for ex in group]
         query_vectors = encode_queries(encoder, group)
-        pool_vectors = encode_pool(encoder, pool, group[0].task_type)
+        pool_vectors = encode_pool(encoder, pool, *pool_prompt(group))
         ranks[positions] = best_positive_ranks_from_embeddings(
             query_vectors, pool_vectors, positive_ids, exclude, device=device
         )

@@ -2,7 +2,8 @@
 
 A labelled text becomes a query whose positive is another text of the same label and whose
 negatives are texts of other labels, so class structure trains like retrieval. Examples are
-labelled within their own task only; texts are compared exactly.
+labelled within their own task only; texts are compared exactly. Each negative's class is kept
+in ``negative_labels``, so the loss can mask in-batch candidates of a query's own class.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def _pick_same(texts: Sequence[str], k: int, rng: np.random.Generator, *, avoid:
 
 def _pick_other(
     flat: Sequence[str], span: tuple[int, int], k: int, rng: np.random.Generator
-) -> tuple[list[str], int]:
-    """``k`` texts of ``flat`` outside ``span`` (the query's own label), distinct while there are
-    enough, then re-sampled with duplication; returns the texts and how many are repeats."""
+) -> tuple[list[int], int]:
+    """``k`` positions in ``flat`` outside ``span`` (the query's own label), distinct while there
+    are enough, then re-sampled with duplication; returns the positions and how many are repeats."""
     size = span[1] - span[0]
     n_other = len(flat) - size
     if n_other == 0 or k == 0:
@@ -65,7 +66,7 @@ def _pick_other(
         ids = np.concatenate([ids, rng.choice(n_other, size=repeats, replace=True)])
     # map ids of the "everything but my label" range back onto the label-sorted list
     ids = np.where(ids >= span[0], ids + size, ids)
-    return [flat[i] for i in ids], repeats
+    return [int(i) for i in ids], repeats
 
 
 def label_examples(
@@ -89,6 +90,7 @@ def label_examples(
                 seen.add((ex.label, ex.query))
                 by_label[ex.label].append(ex.query)
         flat = [t for texts in by_label.values() for t in texts]
+        flat_labels = [label for label, texts in by_label.items() for _ in texts]
         spans: dict[str, tuple[int, int]] = {}
         for label, texts in by_label.items():
             begin = spans[next(reversed(spans))][1] if spans else 0
@@ -104,11 +106,18 @@ def label_examples(
             if not positives:
                 result.counts["dropped_single_text_label"] += 1
                 continue
-            negatives, repeats = _pick_other(flat, spans[ex.label], n_negatives, rng)
+            picks, repeats = _pick_other(flat, spans[ex.label], n_negatives, rng)
+            negatives = [flat[i] for i in picks]
             result.counts["padded_with_duplicates"] += repeats > 0
             result.counts["without_negatives"] += not negatives and n_negatives > 0
             result.counts["labelled"] += 1
-            out[p] = replace(ex, positives=tuple(positives), negatives=tuple(negatives), teacher_scores=None)
+            out[p] = replace(
+                ex,
+                positives=tuple(positives),
+                negatives=tuple(negatives),
+                negative_labels=tuple(flat_labels[i] for i in picks) if picks else None,
+                teacher_scores=None,
+            )
     result.examples = [ex for ex in out if ex is not None]
     return result
 

@@ -3,6 +3,9 @@ ranks (default 50-100) of an encoder's retrieval over the task's candidate pool.
 
 The window skips the very top ranks on purpose: those are often unlabelled positives (false
 negatives). Positives and the query's own text are never negatives; given negatives stay first.
+For labelled (classification / clustering) examples, texts of the query's own class are never
+negatives either, and every negative keeps its class in ``negative_labels`` (for the loss's
+false-negative mask).
 When the window holds too few candidates, the picks are re-sampled with duplication so every
 example ends with exactly ``n`` negatives (the trainer's group size is fixed).
 """
@@ -20,12 +23,14 @@ import numpy as np
 from kalm_rag.errors import ConfigError, InvalidInputError
 from kalm_trainer.data.config_base import StepConfig
 from kalm_trainer.data.embedding import (
+    CandidatePool,
     TextEncoder,
     build_pool,
     encode_pool,
     encode_queries,
     group_by_task,
     load_encoder,
+    pool_prompt,
 )
 from kalm_trainer.data.jsonl import OnError, read_examples, write_examples
 from kalm_trainer.data.schema import TrainingExample
@@ -121,14 +126,20 @@ def mine_hard_negatives(
         pool = build_pool(group)
         _, ranked = top_k_search(
             encode_queries(encoder, group),
-            encode_pool(encoder, pool, group[0].task_type),
+            encode_pool(encoder, pool, *pool_prompt(group)),
             window[1],
             device=device,
         )
+        label_of = _pool_labels(group, pool)
         for row, (position, ex) in enumerate(zip(positions, group, strict=True)):
             exclude = {pool.ids[t] for t in ex.positives}
             if ex.query in pool.ids:
                 exclude.add(pool.ids[ex.query])
+            if ex.label is not None:
+                # classification / clustering: a text of the query's own class is no negative
+                same = {i for i in ranked[row][window[0] : window[1]].tolist() if label_of.get(i) == ex.label}
+                counts["same_label_excluded"] += len(same - exclude)
+                exclude |= same
             # a per-example generator: the result does not depend on batching or task order
             rng = np.random.default_rng([seed, position])
             picked = sample_negatives(
@@ -145,8 +156,27 @@ def mine_hard_negatives(
             counts["examples_without_negatives"] += not picked.ids
             counts["given_negatives_truncated"] += max(0, len(ex.negatives) - n)
             counts["teacher_scores_cleared"] += ex.teacher_scores is not None
-            out[position] = ex.with_negatives([pool.texts[i] for i in picked.ids])
+            out[position] = ex.with_negatives(
+                [pool.texts[i] for i in picked.ids], [label_of.get(i) for i in picked.ids]
+            )
     return MiningResult([ex for ex in out if ex is not None], counts)
+
+
+def _pool_labels(group: Sequence[TrainingExample], pool: CandidatePool) -> dict[int, str]:
+    """Known class of pool texts (labelled data): a labelled query's positives (and the query
+    itself, when it is a candidate of another example) have its label; negatives have their
+    ``negative_labels``. First seen wins where a text carries two labels."""
+    label_of: dict[int, str] = {}
+    for ex in group:
+        if ex.label is not None:
+            for text in (ex.query, *ex.positives):
+                if text in pool.ids:
+                    label_of.setdefault(pool.ids[text], ex.label)
+        for index, text in enumerate(ex.negatives):
+            label = ex.negative_label(index)
+            if label is not None:
+                label_of.setdefault(pool.ids[text], label)
+    return label_of
 
 
 def run_mine_step(config: MineConfig, inputs: Sequence[Path], output_dir: Path) -> dict[str, Any]:

@@ -3,13 +3,17 @@
 A JSONL line is one example::
 
     {"query": "...", "positives": ["..."], "negatives": ["..."], "task": "debian-desc",
-     "task_type": "retrieval", "instruction": "...", "label": null, "teacher_scores": null,
-     "meta": {"lang": "de"}}
+     "task_type": "retrieval", "instruction": "...", "label": null, "negative_labels": null,
+     "teacher_scores": null, "meta": {"lang": "de"}}
 
 Only ``query`` is required in every line. ``positives`` may be empty only for labelled
 examples that still wait for example-based labelling (classification / clustering).
 Unknown keys are an error (a typo such as ``"positive"`` must not silently lose data);
 free-form extras belong in ``meta``.
+
+``label`` is the class of the query (and so of its positives) for classification / clustering
+data; ``negative_labels`` (optional, one entry per negative, ``null`` = unknown) the class of
+each negative. The trainer masks in-batch candidates of the query's class as false negatives.
 """
 
 from __future__ import annotations
@@ -22,11 +26,29 @@ from typing import Any
 from kalm_rag.errors import InvalidInputError
 from kalm_rag.instructions import TaskType
 
-__all__ = ["EXAMPLE_KEYS", "TaskType", "TrainingExample", "example_from_dict", "example_to_dict"]
+__all__ = [
+    "EXAMPLE_KEYS",
+    "TaskType",
+    "TrainingExample",
+    "example_from_dict",
+    "example_to_dict",
+    "label_string",
+]
 
 #: Every key a JSONL line may carry.
 EXAMPLE_KEYS = frozenset(
-    {"query", "positives", "negatives", "task", "task_type", "instruction", "label", "teacher_scores", "meta"}
+    {
+        "query",
+        "positives",
+        "negatives",
+        "task",
+        "task_type",
+        "instruction",
+        "label",
+        "negative_labels",
+        "teacher_scores",
+        "meta",
+    }
 )
 
 MetaValue = str | int | float | bool | None
@@ -48,12 +70,13 @@ class TrainingExample:
     task_type: TaskType = TaskType.RETRIEVAL
     instruction: str | None = None
     label: str | None = None
+    negative_labels: tuple[str | None, ...] | None = None
     teacher_scores: tuple[float, ...] | None = None
     meta: Mapping[str, MetaValue] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Python callers may pass lists; store tuples so examples stay hashable and immutable.
-        for name in ("positives", "negatives", "teacher_scores"):
+        for name in ("positives", "negatives", "negative_labels", "teacher_scores"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -66,9 +89,22 @@ class TrainingExample:
         """Positives then negatives: the order ``teacher_scores`` refers to."""
         return self.positives + self.negatives
 
-    def with_negatives(self, negatives: Sequence[str]) -> TrainingExample:
-        """A copy with new negatives; teacher scores no longer line up and are removed."""
-        return replace(self, negatives=tuple(negatives), teacher_scores=None)
+    def with_negatives(
+        self, negatives: Sequence[str], labels: Sequence[str | None] | None = None
+    ) -> TrainingExample:
+        """A copy with new negatives (and their labels, if known); teacher scores no longer line
+        up and are removed."""
+        known = labels is not None and any(label is not None for label in labels)
+        return replace(
+            self,
+            negatives=tuple(negatives),
+            negative_labels=tuple(labels) if known and labels is not None else None,
+            teacher_scores=None,
+        )
+
+    def negative_label(self, index: int) -> str | None:
+        """The class of negative ``index``, or None when unknown."""
+        return None if self.negative_labels is None else self.negative_labels[index]
 
 
 def _problem(ex: TrainingExample) -> str | None:
@@ -89,6 +125,14 @@ def _problem(ex: TrainingExample) -> str | None:
         value = getattr(ex, name)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             return f"'{name}' must be null or a non-empty string"
+    if ex.negative_labels is not None:
+        labels = ex.negative_labels
+        if not isinstance(labels, tuple) or not all(
+            label is None or (isinstance(label, str) and label.strip()) for label in labels
+        ):
+            return "'negative_labels' must be null or a list of non-empty strings / nulls"
+        if len(labels) != len(ex.negatives):
+            return f"'negative_labels' has {len(labels)} values for {len(ex.negatives)} negatives"
     if ex.teacher_scores is not None:
         scores = ex.teacher_scores
         if not all(isinstance(s, float) and math.isfinite(s) for s in scores):
@@ -111,6 +155,22 @@ def _string_list(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, list):
         raise InvalidInputError(f"'{key}' must be a list of strings, got {type(value).__name__}")
     return tuple(value)
+
+
+def label_string(value: Any) -> Any:
+    """Integer class ids are common in classification data; labels are compared as strings.
+    Anything else is returned as is (and rejected by validation unless it is a string / None)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _label_list(value: Any) -> tuple[Any, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, list):
+        raise InvalidInputError(f"'negative_labels' must be null or a list, got {type(value).__name__}")
+    return tuple(label_string(v) for v in value)
 
 
 def example_from_dict(raw: Any) -> TrainingExample:
@@ -146,10 +206,8 @@ def example_from_dict(raw: Any) -> TrainingExample:
         task=raw.get("task", "default"),
         task_type=task_type,
         instruction=raw.get("instruction"),
-        # Integer class ids are common in classification data; labels are compared as strings.
-        label=str(raw["label"])
-        if isinstance(raw.get("label"), int) and not isinstance(raw["label"], bool)
-        else raw.get("label"),
+        label=label_string(raw.get("label")),
+        negative_labels=_label_list(raw.get("negative_labels")),
         teacher_scores=scores,
         meta=dict(meta) if isinstance(meta, Mapping) else meta,
     )
@@ -165,6 +223,7 @@ def example_to_dict(ex: TrainingExample) -> dict[str, Any]:
         "task_type": ex.task_type.value,
         "instruction": ex.instruction,
         "label": ex.label,
+        "negative_labels": None if ex.negative_labels is None else list(ex.negative_labels),
         "teacher_scores": None if ex.teacher_scores is None else list(ex.teacher_scores),
         "meta": dict(ex.meta),
     }

@@ -4,6 +4,10 @@ RECIPE.md, "Loss": for classification and clustering data the positive is anothe
 the same class and negatives are examples of other classes, so in-batch items of the query's
 class are false negatives and must leave the denominator. Labels are non-negative integer class
 ids; a negative label (-1) means "unlabelled" (retrieval data) and never masks anything.
+
+Ids are compared across processes after the all-gather, so they must mean the same class on
+every rank: the collator hashes (task, label) with a fixed hash (``collate.label_id``), never
+numbers classes per batch slice.
 """
 
 from __future__ import annotations
