@@ -33,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs", nargs="+", type=Path, help=".jsonl files (one document a line) or text files"
     )
     index.add_argument(
-        "--out", required=True, type=Path, help="retriever folder to write (replaced atomically)"
+        "--out",
+        required=True,
+        type=Path,
+        help="retriever folder to write (new, empty, or one kalm-rag wrote; replaced atomically)",
     )
+    index.add_argument("--overwrite", action="store_true", help="replace --out even if it holds other files")
     _add_model_arguments(index)
     index.add_argument(
         "--backend", choices=BACKENDS, default="brute", help="vector index engine (default: brute)"
@@ -105,7 +109,7 @@ def _cmd_index(args: argparse.Namespace) -> None:
         index = QdrantIndex(encoder.dim)
     retriever = Retriever(encoder, index, config=config)
     ids = retriever.add_documents(docs, show_progress=not args.no_progress)
-    retriever.save(args.out)
+    retriever.save(args.out, overwrite=args.overwrite)
     print(f"indexed {len(docs)} documents as {len(ids)} chunks with {encoder.name_or_path} into {args.out}")
 
 

@@ -231,15 +231,19 @@ class Encoder:
         return out
 
     # -- saving -------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
-        """Write a folder that kalm_rag and plain sentence-transformers both load (same vectors)."""
+    def save_pretrained(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write a folder that kalm_rag and plain sentence-transformers both load (same vectors).
+
+        ``path`` may be new, empty, or a folder kalm-rag saved; any other folder is refused
+        unless ``overwrite=True``.
+        """
         import json
 
         from kalm_rag._atomic import atomic_folder
         from kalm_rag.st_format import write_sentence_transformers_files
 
         target = Path(path)
-        with atomic_folder(target) as tmp:
+        with atomic_folder(target, overwrite=overwrite, kind="encoder") as tmp:
             self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             saved_config = self.config.replace(max_length=self.max_length)

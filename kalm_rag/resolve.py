@@ -88,6 +88,10 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None) -> ResolvedModel:
     if not name.strip():
         raise ConfigError("model name is empty")
     path = Path(name).expanduser()
+    if not path.exists():
+        from kalm_rag._atomic import recover_folder
+
+        recover_folder(path)  # a save_pretrained that crashed between its two renames
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"folder {path} has no config.json, so it is not a transformers model")

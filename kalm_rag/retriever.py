@@ -91,6 +91,9 @@ class Retriever:
             raise ConfigError(f"index dim {index.dim} does not match the encoder's dim {encoder.dim}")
         self.index = index
         self.bm25: BM25Index | None = bm25
+        # (folder, revision) this retriever was loaded from / last saved to: a save over a folder
+        # that another writer changed since then is refused instead of dropping their changes
+        self._origin: tuple[Path, str | None] | None = None
         if bm25 is None and self.config.hybrid_bm25:
             from kalm_rag.index.bm25 import BM25Index
 
@@ -206,12 +209,26 @@ class Retriever:
         return out
 
     # -- persistence --------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``retriever.json`` (model name, config), ``index/`` and ``bm25/`` atomically."""
-        from kalm_rag._atomic import atomic_folder
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write ``retriever.json`` (model name, config), ``index/`` and ``bm25/`` atomically.
+
+        ``path`` may be new, empty, or a folder kalm-rag saved; any other folder is refused
+        unless ``overwrite=True``. Saves of one path are serialised across processes, and a
+        retriever loaded from ``path`` refuses to save over it if another writer saved there
+        since (its additions would be lost): load the folder again and redo the change.
+        """
+        from kalm_rag._atomic import SaveConflictError, atomic_folder
 
         target = Path(path)
-        with atomic_folder(target) as tmp:
+        revision = uuid.uuid4().hex
+        with atomic_folder(target, overwrite=overwrite, kind="retriever") as tmp:
+            if self._origin is not None and self._origin[0] == _resolved(target):
+                on_disk = _saved_revision(target)
+                if on_disk != self._origin[1]:
+                    raise SaveConflictError(
+                        f"{target} was saved by another writer after this retriever was loaded from it; "
+                        "saving now would drop that writer's changes: load it again and redo yours"
+                    )
             self.index.save(tmp / "index")
             if self.bm25 is not None:
                 self.bm25.save(tmp / "bm25")
@@ -219,9 +236,12 @@ class Retriever:
                 "format_version": FORMAT_VERSION,
                 "encoder": self.encoder.name_or_path,
                 "dim": self.encoder.dim,
+                "count": len(self.index),
+                "revision": revision,
                 "config": asdict(self.config),
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        self._origin = (_resolved(target), revision)
         return target
 
     @classmethod
@@ -229,18 +249,11 @@ class Retriever:
         cls, path: str | os.PathLike[str], *, encoder: Encoder | None = None, **encoder_options: Any
     ) -> Retriever:
         """Open a saved retriever; the model named in it is loaded unless ``encoder`` is given."""
+        from kalm_rag._atomic import recover_folder
+
         folder = Path(path)
-        manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
-            raise InvalidInputError(f"{folder} is not a saved retriever ({MANIFEST} is missing)")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{manifest_path} is not valid JSON: {exc}") from exc
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise InvalidInputError(
-                f"{manifest_path}: unsupported format_version {manifest.get('format_version')!r}"
-            )
+        recover_folder(folder)  # a save that crashed between its renames
+        manifest = read_retriever_manifest(folder)
         from kalm_rag.index.persist import load_index
 
         if encoder is None:
@@ -251,7 +264,16 @@ class Retriever:
             raise ConfigError(
                 f"encoder dim {encoder.dim} does not match the saved index dim {manifest['dim']}"
             )
-        config = RetrieverConfig.from_dict(manifest["config"])
+        try:
+            config = RetrieverConfig.from_dict(manifest["config"])
+        except (ConfigError, TypeError) as exc:
+            raise InvalidInputError(f"{folder / MANIFEST}: field 'config' is invalid: {exc}") from exc
+        index = load_index(folder / "index")
+        if "count" in manifest and len(index) != manifest["count"]:
+            raise InvalidInputError(
+                f"retriever at {folder} is damaged: {MANIFEST} says {manifest['count']} items, "
+                f"index/ holds {len(index)}"
+            )
         bm25 = None
         if config.hybrid_bm25:
             if not (folder / "bm25").is_dir():
@@ -261,7 +283,10 @@ class Retriever:
             from kalm_rag.index.bm25 import BM25Index
 
             bm25 = BM25Index.load(folder / "bm25")
-        return cls(encoder, load_index(folder / "index"), config=config, bm25=bm25)
+            _check_bm25_matches(folder, bm25, index)
+        retriever = cls(encoder, index, config=config, bm25=bm25)
+        retriever._origin = (_resolved(folder), manifest.get("revision"))
+        return retriever
 
     def _document_task(self) -> str | None:
         from kalm_rag.instructions import is_symmetric
@@ -282,3 +307,70 @@ def _to_chunk(hit: SearchHit, payload: Mapping[str, Any] | None = None) -> Retri
     data = dict(payload if payload is not None else hit.payload or {})
     text = str(data.pop(TEXT_KEY, ""))
     return RetrievedChunk(hit.id, hit.score, text, data)
+
+
+_MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "format_version": int,
+    "encoder": str,
+    "dim": int,
+    "count": int,
+    "revision": str,
+    "config": dict,
+}
+_REQUIRED_FIELDS = ("format_version", "encoder", "dim", "config")
+
+
+def read_retriever_manifest(folder: Path) -> dict[str, Any]:
+    """``retriever.json`` checked field by field; errors name the file and the field."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise InvalidInputError(f"{folder} is not a saved retriever ({MANIFEST} is missing)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise InvalidInputError(f"{path} must hold a JSON object, got {type(manifest).__name__}")
+    unknown = sorted(set(manifest) - set(_MANIFEST_FIELDS))
+    if unknown:
+        raise InvalidInputError(f"{path}: unknown field(s) {unknown}; known: {sorted(_MANIFEST_FIELDS)}")
+    missing = [name for name in _REQUIRED_FIELDS if name not in manifest]
+    if missing:
+        raise InvalidInputError(f"{path}: missing field(s) {missing}")
+    for name, kind in _MANIFEST_FIELDS.items():
+        value = manifest.get(name)
+        if name in manifest and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise InvalidInputError(f"{path}: field {name!r} has the wrong type ({type(value).__name__})")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise InvalidInputError(f"{path}: unsupported format_version {manifest['format_version']!r}")
+    if manifest["dim"] < 1 or manifest.get("count", 0) < 0:
+        raise InvalidInputError(f"{path}: fields 'dim' and 'count' must be positive")
+    return manifest
+
+
+def _check_bm25_matches(folder: Path, bm25: BM25Index, index: VectorIndex) -> None:
+    """bm25/ must index the same items as index/ (a sample of ids is checked)."""
+    if len(bm25) != len(index):
+        raise InvalidInputError(
+            f"retriever at {folder} is damaged: bm25/ holds {len(bm25)} items, index/ holds {len(index)}"
+        )
+    ids = bm25.ids()
+    sample = ids[:500] + ids[-500:] if len(ids) > 1000 else ids
+    missing = [i for i, item in zip(sample, index.get(sample), strict=True) if item is None]
+    if missing:
+        raise InvalidInputError(
+            f"retriever at {folder} is damaged: bm25/ holds ids that index/ does not ({missing[:3]})"
+        )
+
+
+def _resolved(path: Path) -> Path:
+    return path.expanduser().resolve()
+
+
+def _saved_revision(folder: Path) -> str | None:
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    revision = data.get("revision") if isinstance(data, dict) else None
+    return revision if isinstance(revision, str) else None

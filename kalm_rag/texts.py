@@ -25,5 +25,19 @@ def validate_texts(texts: object, *, what: str = "texts") -> list[str]:
             raise InvalidInputError(f"{what}[{i}] must be a string, got {type(text).__name__}")
         if not text.strip():
             raise InvalidInputError(f"{what}[{i}] is empty or whitespace only")
+        check_unicode(text, f"{what}[{i}]")
         result.append(text)
     return result
+
+
+def check_unicode(text: str, what: str) -> str:
+    """Reject strings with lone surrogates (``"a\\ud800"``): no tokenizer, file or socket takes them."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(
+                f"{what} is not valid Unicode: a lone surrogate {text[exc.start]!r} at character "
+                f"{exc.start} (decode the source with the right encoding, or drop it)"
+            ) from None
+    return text

@@ -28,6 +28,15 @@ def dev_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_corpus(dev_data: Path, pytestconfig: pytest.Config) -> dict:  # type: ignore[type-arg]
+    """~6k real dev texts embedded with the packaged model, 300 real queries, and payloads at
+    known selectivities (tests/real_embeddings.py); embeddings cached across sessions."""
+    from tests.real_embeddings import load_real_corpus
+
+    return load_real_corpus(dev_data, pytestconfig)
+
+
+@pytest.fixture(scope="session")
 def train_data() -> Path:
     if not (TRAIN_DATA / "debian_pairs.jsonl").is_file():
         pytest.skip(f"shared training data not found at {TRAIN_DATA}")

@@ -116,6 +116,11 @@ class BM25Index(IndexContext):
                 self._engine = None
             return len(gone)
 
+    def ids(self) -> list[str]:
+        """Every stored id, in insertion order."""
+        with self._lock.read():
+            return list(self._ids)
+
     def get(self, ids: Sequence[str]) -> list[str | None]:
         """The stored text per id, ``None`` for unknown ids."""
         id_list = check_ids(ids, unique=False)
@@ -209,4 +214,8 @@ def _check_texts(texts: Sequence[str], what: str) -> list[str]:
     bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
     if bad:
         raise InvalidInputError(f"{what} must be strings; not a string at positions {bad[:5]}")
+    from kalm_rag.texts import check_unicode
+
+    for i, text in enumerate(items):
+        check_unicode(text, f"{what}[{i}]")
     return items

@@ -118,7 +118,10 @@ class Field:
 
 def parse_filter(spec: Filter | Mapping[str, Any] | None) -> Filter | None:
     """Normalise a user filter to a ``Filter`` tree; ``None`` or ``{}`` means "no filter"."""
-    if spec is None or isinstance(spec, Filter):
+    if spec is None:
+        return spec
+    check_filter_depth(spec)
+    if isinstance(spec, Filter):
         return spec
     if not isinstance(spec, Mapping):
         raise InvalidInputError(f"filter must be a dict or a Filter, got {type(spec).__name__}")
@@ -133,6 +136,27 @@ def parse_filter(spec: Filter | Mapping[str, Any] | None) -> Filter | None:
     if not nodes:
         return None
     return nodes[0] if len(nodes) == 1 else And(tuple(nodes))
+
+
+MAX_FILTER_DEPTH = 64  # nesting levels of $and/$or (dict form) or &/| (Filter trees)
+
+
+def check_filter_depth(spec: object) -> None:
+    """Refuse filters nested deeper than ``MAX_FILTER_DEPTH`` (walked without recursion)."""
+    # a dict-form group costs two levels (the dict and its list), a Filter node one
+    stack: list[tuple[object, int]] = [(spec, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > 2 * MAX_FILTER_DEPTH + 2:
+            raise InvalidInputError(
+                f"filter is nested more than {MAX_FILTER_DEPTH} levels deep; flatten its $and/$or groups"
+            )
+        if isinstance(node, And | Or):
+            stack.extend((child, depth + 2) for child in node.children)
+        elif isinstance(node, Mapping):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, Mapping | list | tuple))
+        elif isinstance(node, list | tuple):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, Mapping | list | tuple | And | Or))
 
 
 def _parse_group(op: str, value: Any) -> Filter:
@@ -179,7 +203,9 @@ def _check_key(key: object) -> str:
         raise InvalidInputError(
             f"filter field names must be non-empty strings not starting with '$': {key!r}"
         )
-    return key
+    from kalm_rag.texts import check_unicode
+
+    return check_unicode(key, "filter field name")
 
 
 def _check_scalar(key: str, value: object) -> Scalar:
@@ -189,6 +215,12 @@ def _check_scalar(key: str, value: object) -> Scalar:
         raise InvalidInputError(
             f"filter on {key!r}: match values must be str, int or bool, got {type(value).__name__}"
         )
+    if isinstance(value, str):
+        from kalm_rag.texts import check_unicode
+
+        check_unicode(value, f"filter value on {key!r}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise InvalidInputError(f"filter on {key!r}: integer {value} does not fit in 64 bits (signed)")
     return value
 
 
@@ -207,7 +239,10 @@ def _make_range(key: str, bounds: Mapping[str, Any]) -> Range:
             raise InvalidInputError(f"filter on {key!r}: {op!r} bound must be a number, got {bound!r}")
         if bound != bound:  # NaN compares false with everything
             raise InvalidInputError(f"filter on {key!r}: {op!r} bound is NaN")
-        clean[op] = float(bound)
+        try:
+            clean[op] = float(bound)
+        except OverflowError:
+            raise InvalidInputError(f"filter on {key!r}: {op!r} bound {bound} is out of range") from None
     if not clean:
         raise InvalidInputError(f"filter on {key!r}: a range needs at least one of {', '.join(_RANGE_OPS)}")
     return Range(key, **clean)

@@ -2,8 +2,10 @@
 
 hnswlib knows only int labels, does not save ``ef``, raises when it cannot return ``k`` items
 and has no payloads; this wrapper keeps the string-id <-> label map and the payload store,
-persists them beside hnswlib's own file, grows the index by doubling, and answers filters
-through hnswlib's filter callable (or exactly, when a filter leaves few candidates).
+persists them beside hnswlib's own file, and grows the index by doubling. It also keeps a
+dense float32 copy of the vectors (hnswlib reads vectors back one Python list at a time) and an
+inverted payload index, so a filter is answered by the plan its selectivity calls for (exact
+scoring of the allowed items, or an unfiltered search filtered afterwards; see hnsw_filter.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import numpy.typing as npt
 from kalm_rag.errors import ConfigError, InvalidInputError, require
 from kalm_rag.index.base import IndexContext, PathType, Payload, SearchHit, StoredItem, make_hit
 from kalm_rag.index.exact import top_k
-from kalm_rag.index.filters import Filter, matches, parse_filter
+from kalm_rag.index.filters import Filter, parse_filter
+from kalm_rag.index.hnsw_filter import plan_filtered, post_filter
+from kalm_rag.index.payload_index import PayloadIndex
 from kalm_rag.index.runtime import available_cores
 from kalm_rag.index.rwlock import ReadWriteLock
 from kalm_rag.index.storage import (
@@ -50,7 +54,11 @@ class HnswConfig:
     ``ef`` is the search beam; hnswlib widens it to ``k`` by itself when ``k`` is larger.
     ``num_threads`` ``None`` uses the cores available to the process for adds and query
     batches; a single query always runs on one thread (threads only add overhead there).
-    Filters that keep at most ``exact_filter_limit`` items are answered by exact scoring.
+
+    Filtered searches (hnsw_filter.py): filters that keep at most ``exact_filter_limit`` items,
+    or at most ``exact_cost_ratio`` x the search beam, are answered by exact scoring; larger
+    ones by an unfiltered search for ``filter_oversample`` x k / selectivity candidates,
+    filtered afterwards (up to ``max_filter_fetch`` candidates).
     """
 
     m: int = 16
@@ -60,12 +68,19 @@ class HnswConfig:
     capacity: int = 1024
     exact_filter_limit: int = 2000
     seed: int = 100
+    exact_cost_ratio: float = 12.0
+    filter_oversample: float = 2.0
+    max_filter_fetch: int = 4096
 
     def __post_init__(self) -> None:
-        for name in ("m", "ef_construction", "ef", "capacity", "exact_filter_limit"):
+        for name in ("m", "ef_construction", "ef", "capacity", "exact_filter_limit", "max_filter_fetch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"HnswConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("exact_cost_ratio", "filter_oversample"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1:
+                raise ConfigError(f"HnswConfig.{name} must be a number >= 1, got {value!r}")
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
             raise ConfigError(f"HnswConfig.num_threads must be None or >= 1, got {self.num_threads!r}")
 
@@ -98,6 +113,11 @@ class HnswIndex(IndexContext):
         self._payloads: dict[int, Payload] = {}  # only items that have a payload
         self._next_label = 0
         self._lock = ReadWriteLock()
+        # Dense copy of the live vectors (row order), with label <-> row maps, for exact scoring.
+        self._vectors = np.empty((0, self._dim), np.float32)
+        self._row_labels = np.empty(0, np.int64)
+        self._label_rows = np.empty(0, np.int64)
+        self._payload_index = PayloadIndex()
 
     @property
     def dim(self) -> int:
@@ -130,9 +150,11 @@ class HnswIndex(IndexContext):
             updates = [i for i, item_id in enumerate(id_list) if item_id in self._labels]
             inserts = [i for i, item_id in enumerate(id_list) if item_id not in self._labels]
             self._reserve(len(inserts))
+            first_row = len(self._labels)
             if updates:  # an existing live label: hnswlib replaces its vector in place
                 labels = np.array([self._labels[id_list[i]] for i in updates], np.int64)
                 self._index.add_items(matrix[updates], labels, num_threads=threads)
+                self._vectors[self._label_rows[labels]] = matrix[updates]
             if inserts:
                 # Never re-add a deleted label: with replace_deleted hnswlib could leave two
                 # slots carrying it. Fresh labels may take over deleted slots instead.
@@ -142,8 +164,11 @@ class HnswIndex(IndexContext):
                     self._labels[id_list[i]] = label
                     self._ids[label] = id_list[i]
                 self._next_label += len(inserts)
+                self._place(labels, matrix[inserts], first_row)
             for item_id, payload in zip(id_list, stored, strict=True):
                 label = self._labels[item_id]
+                self._payload_index.remove(label, self._payloads.get(label))
+                self._payload_index.add(label, payload)
                 if payload is None:
                     self._payloads.pop(label, None)
                 else:
@@ -166,11 +191,7 @@ class HnswIndex(IndexContext):
             if node is None:
                 labels, scores = self._ann(query_matrix, min(k, live), None)
             else:
-                allowed = [label for label in self._ids if matches(node, self._payloads.get(label))]
-                if len(allowed) <= self.config.exact_filter_limit:
-                    labels, scores = self._exact(query_matrix, k, allowed)
-                else:
-                    labels, scores = self._ann(query_matrix, min(k, len(allowed)), allowed)
+                labels, scores = self._filtered(query_matrix, k, node, live)
             ids, payloads = self._ids, self._payloads
             if not payloads:  # the common no-payload case skips a lookup per hit
                 return [
@@ -192,7 +213,8 @@ class HnswIndex(IndexContext):
                     continue  # unknown ids are ignored: delete is idempotent
                 self._index.mark_deleted(label)
                 del self._ids[label]
-                self._payloads.pop(label, None)
+                self._payload_index.remove(label, self._payloads.pop(label, None))
+                self._unplace(label)
                 removed += 1
         return removed
 
@@ -201,7 +223,7 @@ class HnswIndex(IndexContext):
         with self._lock.read():
             known = [item_id for item_id in id_list if item_id in self._labels]
             labels = [self._labels[item_id] for item_id in known]
-            vectors = np.asarray(self._index.get_items(labels), np.float32) if labels else None
+            vectors = self._vectors[self._label_rows[labels]] if labels else None
             found = {
                 item_id: StoredItem(item_id, vectors[row].copy(), detached(self._payloads.get(label)))
                 for row, (item_id, label) in enumerate(zip(known, labels, strict=True))
@@ -225,6 +247,7 @@ class HnswIndex(IndexContext):
                 self._index.save_index(str(folder / "hnsw.bin"))
                 labels = [self._labels[item_id] for item_id in ids]
                 write_json(folder / "labels.json", {"labels": labels, "next_label": self._next_label})
+                np.save(folder / "vectors.npy", self._vectors[self._label_rows[labels]])
                 write_records(folder, ids, [self._payloads.get(label) for label in labels])
 
             save_index_dir(path, manifest, write)
@@ -232,7 +255,7 @@ class HnswIndex(IndexContext):
     @classmethod
     def load(cls, path: PathType, *, config: HnswConfig | None = None) -> HnswIndex:
         """Load a saved index. ``config`` overrides the search-time settings (``ef``,
-        ``num_threads``, ``exact_filter_limit``); the graph's own settings come from the file."""
+        ``num_threads`` and the filter plan's); the graph's own settings come from the file."""
         manifest, folder = read_manifest(path)
         check_backend(manifest, cls.backend, path)
         saved = HnswConfig(**manifest.get("config", {}))
@@ -242,6 +265,9 @@ class HnswIndex(IndexContext):
                 ef=config.ef,
                 num_threads=config.num_threads,
                 exact_filter_limit=config.exact_filter_limit,
+                exact_cost_ratio=config.exact_cost_ratio,
+                filter_oversample=config.filter_oversample,
+                max_filter_fetch=config.max_filter_fetch,
             )
         index = cls(int(manifest["dim"]), metric=str(manifest["metric"]), config=saved)
         count = int(manifest["count"])
@@ -258,6 +284,16 @@ class HnswIndex(IndexContext):
         index._ids = dict(zip(labels, ids, strict=True))
         index._payloads = {label: p for label, p in zip(labels, payloads, strict=True) if p is not None}
         index._next_label = int(label_info["next_label"])
+        for label, payload in index._payloads.items():
+            index._payload_index.add(label, payload)
+        label_array = np.asarray(labels, np.int64)
+        if (folder / "vectors.npy").is_file():
+            vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+        else:  # saved before the dense copy existed: read the vectors back from hnswlib
+            vectors = np.asarray(engine.get_items(labels), np.float32).reshape(count, index._dim)
+        if vectors.shape != (count, index._dim) or vectors.dtype != np.float32:
+            raise InvalidInputError(f"index data in {folder} is damaged: vectors have shape {vectors.shape}")
+        index._place(label_array, vectors, 0)
         return index
 
     # -- internals -----------------------------------------------------------------------------
@@ -272,6 +308,79 @@ class HnswIndex(IndexContext):
         capacity = self._index.get_max_elements()
         if needed > capacity:
             self._index.resize_index(max(needed, 2 * capacity))
+
+    def _place(self, labels: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], first_row: int) -> None:
+        """Store new items' vectors in rows ``first_row...`` of the dense copy."""
+        end = first_row + len(labels)
+        if end > len(self._vectors):
+            size = max(end, 2 * len(self._vectors), 64)
+            grown = np.empty((size, self._dim), np.float32)
+            grown[:first_row] = self._vectors[:first_row]
+            self._vectors = grown
+            self._row_labels = np.resize(self._row_labels, size)
+        if self._next_label > len(self._label_rows):
+            old = len(self._label_rows)
+            self._label_rows = np.resize(self._label_rows, max(self._next_label, 2 * old, 64))
+            self._label_rows[old:] = -1
+        self._vectors[first_row:end] = vectors
+        self._row_labels[first_row:end] = labels
+        self._label_rows[labels] = np.arange(first_row, end)
+
+    def _unplace(self, label: int) -> None:
+        """Drop a deleted item's row: the last live row moves into the hole (call after the
+        label left ``self._labels``)."""
+        row, last = int(self._label_rows[label]), len(self._labels)
+        if row != last:
+            moved = int(self._row_labels[last])
+            self._vectors[row] = self._vectors[last]
+            self._row_labels[row] = moved
+            self._label_rows[moved] = row
+        self._label_rows[label] = -1
+
+    def _filtered(
+        self, queries: npt.NDArray[np.float32], k: int, node: Filter, live: int
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        cfg = self.config
+        mask = self._payload_index.allowed(node, self._next_label)
+        allowed = int(np.count_nonzero(mask))
+        if not allowed:
+            return [[] for _ in range(len(queries))], [[] for _ in range(len(queries))]
+        need = min(k, allowed)
+        plan = plan_filtered(
+            allowed,
+            live,
+            k,
+            ef=cfg.ef,
+            exact_limit=cfg.exact_filter_limit,
+            cost_ratio=cfg.exact_cost_ratio,
+            oversample=cfg.filter_oversample,
+            max_fetch=cfg.max_filter_fetch,
+        )
+        if plan.strategy == "exact":
+            return self._exact(queries, k, np.flatnonzero(mask))
+        if plan.strategy == "callable":
+            return self._ann(queries, need, np.flatnonzero(mask).tolist())
+        labels, distances, missing = post_filter(
+            self._knn, queries, need, plan.fetch, mask, min(live, cfg.max_filter_fetch)
+        )
+        label_rows: list[list[int]] = labels.tolist()
+        score_rows: list[list[float]] = self._scores(distances).tolist()
+        if len(missing):  # too few allowed items among the candidates: score these exactly
+            exact_labels, exact_scores = self._exact(queries[missing], k, np.flatnonzero(mask))
+            for i, row in enumerate(missing.tolist()):
+                label_rows[row], score_rows[row] = exact_labels[i], exact_scores[i]
+        return label_rows, score_rows
+
+    def _knn(self, queries: npt.NDArray[np.float32], k: int) -> tuple[Any, Any]:
+        threads = 1 if len(queries) == 1 else self._threads
+        labels, distances = self._index.knn_query(queries, k=k, num_threads=threads)
+        return labels, distances
+
+    def _scores(self, distances: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        # hnswlib's "l2" space reports squared distances, its "ip" space 1 - <q, v>
+        if self._metric == "l2":
+            return np.subtract(0.0, np.sqrt(np.maximum(distances, 0.0)), dtype=np.float32)
+        return np.subtract(1.0, distances, dtype=np.float32)
 
     def _ann(
         self, queries: npt.NDArray[np.float32], k: int, allowed: list[int] | None
@@ -288,7 +397,8 @@ class HnswIndex(IndexContext):
             )
         except RuntimeError:
             # hnswlib could not reach k items (many deletions, a restrictive filter): score exactly.
-            return self._exact(queries, k, allowed if allowed is not None else list(self._ids))
+            labels_in = self._row_labels[: len(self._labels)] if allowed is None else np.asarray(allowed)
+            return self._exact(queries, k, labels_in)
         # hnswlib's "l2" space reports squared distances, its "ip" space 1 - <q, v>. For one
         # query plain Python on ~10 floats beats another numpy call; for a batch numpy wins.
         if len(queries) > 1:
@@ -300,11 +410,11 @@ class HnswIndex(IndexContext):
         return labels.tolist(), [[1.0 - d for d in row]]
 
     def _exact(
-        self, queries: npt.NDArray[np.float32], k: int, allowed: list[int]
+        self, queries: npt.NDArray[np.float32], k: int, allowed: npt.NDArray[np.int64]
     ) -> tuple[list[list[int]], list[list[float]]]:
-        if not allowed:
+        """Exact top-k among the labels ``allowed``, scored from the dense copy."""
+        if not len(allowed):
             return [[] for _ in range(len(queries))], [[] for _ in range(len(queries))]
-        vectors = np.asarray(self._index.get_items(allowed), np.float32)
+        vectors = self._vectors[self._label_rows[allowed]]
         rows, scores = top_k(queries, vectors, k, self._metric)
-        labels = np.asarray(allowed, np.int64)[rows]
-        return labels.tolist(), scores.tolist()
+        return allowed[rows].tolist(), scores.tolist()

@@ -34,7 +34,9 @@ class QdrantConfig:
     optimiser (Qdrant's server does this in the background; the embedded engine waits for it).
     ``search_threads`` (edge): search pool size, ``None`` = one per CPU.
     ``payload_indexes``: field -> "keyword" | "integer" | "float" | "bool", indexed for fast
-    filters (edge and server; local mode ignores indexes).
+    filters (edge and server; local mode ignores indexes). ``auto_payload_indexes``: also
+    index every scalar payload field by the kind of its values, before it is written; filters
+    on fields without a fitting index are answered by exact search (see qdrant_schema.py).
     ``collection``, ``batch_size``, ``timeout`` (client): collection name, points per upsert
     request, request timeout in seconds.
     """
@@ -47,6 +49,7 @@ class QdrantConfig:
     auto_optimize: bool = True
     search_threads: int | None = None
     payload_indexes: Mapping[str, str] = field(default_factory=dict)
+    auto_payload_indexes: bool = True
     collection: str = "kalm_rag"
     batch_size: int = 256
     timeout: int | None = None

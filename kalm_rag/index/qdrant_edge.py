@@ -23,6 +23,7 @@ from kalm_rag.index.base import Payload, SearchHit, StoredItem
 from kalm_rag.index.filters import Filter
 from kalm_rag.index.qdrant_common import QdrantConfig, point_id, split_payload, stored_payload, to_hit
 from kalm_rag.index.qdrant_filters import to_edge_filter
+from kalm_rag.index.qdrant_schema import PayloadSchema
 
 SHARD_FOLDER = "shard"  # inside a saved index's data folder
 _UPSERT_BATCH = 4096
@@ -54,9 +55,27 @@ class EdgeEngine:
         self._pending_kb = 0.0  # vector data added since the last optimise
         # Close the shard and remove a temporary folder even if the user never calls close().
         self._finalizer = weakref.finalize(self, _release, shard, folder if owned else None)
-        for field_name, kind in config.payload_indexes.items():
+        # Payload indexes: declared ones, and one per scalar field (qdrant_schema.py).
+        existing = {
+            name: repr(info.data_type).rsplit(".", 1)[-1].lower()  # "PayloadSchemaType.Integer"
+            for name, info in shard.info().payload_schema.items()
+        }
+        self._schema = PayloadSchema.open(
+            existing,
+            config.payload_indexes,
+            auto=config.auto_payload_indexes,
+            empty=self.count() == 0,
+            folder=folder,
+        )
+        self._apply_schema(*self._schema.initial_changes())
+
+    def _apply_schema(self, create: dict[str, str], drop: list[str]) -> None:
+        qe = _edge()
+        for field_name in drop:
+            self._shard.update(qe.UpdateOperation.delete_field_index(field_name))
+        for field_name, kind in create.items():
             schema = getattr(qe.PayloadSchemaType, kind.capitalize())
-            shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
+            self._shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
 
     def _edge_config(self) -> Any:
         qe, cfg = _edge(), self._config
@@ -75,6 +94,7 @@ class EdgeEngine:
     ) -> None:
         qe = _edge()
         rows = vectors.tolist()
+        self._apply_schema(*self._schema.plan_upsert(payloads))
         for start in range(0, len(ids), _UPSERT_BATCH):
             points = [
                 qe.Point(point_id(ids[i]), rows[i], stored_payload(ids[i], payloads[i]))
@@ -97,7 +117,9 @@ class EdgeEngine:
     def search(self, queries: npt.NDArray[np.float32], k: int, node: Filter | None) -> list[list[SearchHit]]:
         qe = _edge()
         native = to_edge_filter(node) if node is not None else None
-        params = qe.SearchParams(hnsw_ef=max(self._config.ef, k))
+        # A condition without a fitting payload index would cut the graph's links: search exactly.
+        exact = node is not None and not self._schema.covers(node)
+        params = qe.SearchParams(hnsw_ef=max(self._config.ef, k), exact=exact)
         requests = [
             qe.QueryRequest(
                 limit=k, query=qe.Query.Nearest(row), filter=native, params=params, with_payload=True

@@ -8,6 +8,7 @@ into the target collection, so an index saved from a server can be restored anyw
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from kalm_rag.index.base import Payload, SearchHit, StoredItem
 from kalm_rag.index.filters import Filter
 from kalm_rag.index.qdrant_common import QdrantConfig, point_id, split_payload, stored_payload, to_hit
 from kalm_rag.index.qdrant_filters import to_client_filter
+from kalm_rag.index.qdrant_schema import PayloadSchema
 
 _SCROLL_PAGE = 1024
 
@@ -64,8 +66,14 @@ class ClientEngine:
 
     def _ensure_collection(self) -> None:
         models, cfg = _models(), self._config
+        existing: dict[str, str] = {}
         if self._client.collection_exists(self._collection):
-            params = self._client.get_collection(self._collection).config.params.vectors
+            info = self._client.get_collection(self._collection)
+            params = info.config.params.vectors
+            existing = {
+                name: str(getattr(s.data_type, "value", s.data_type))
+                for name, s in info.payload_schema.items()
+            }
             size, distance = getattr(params, "size", None), getattr(params, "distance", None)
             allowed = {self._distance()} | ({models.Distance.COSINE} if self._metric == "cosine" else set())
             if size != self._dim or distance not in allowed:
@@ -81,15 +89,26 @@ class ClientEngine:
                     m=cfg.m, ef_construct=cfg.ef_construction, full_scan_threshold=cfg.full_scan_threshold_kb
                 ),
             )
-        if self.mode == "remote":  # local mode has no payload indexes
-            kinds = {
-                "keyword": models.PayloadSchemaType.KEYWORD,
-                "integer": models.PayloadSchemaType.INTEGER,
-                "float": models.PayloadSchemaType.FLOAT,
-                "bool": models.PayloadSchemaType.BOOL,
-            }
-            for field_name, kind in cfg.payload_indexes.items():
-                self._client.create_payload_index(self._collection, field_name, field_schema=kinds[kind])
+        # Payload indexes: declared ones, and one per scalar field (qdrant_schema.py). Local
+        # mode accepts them without effect (it is exact), which keeps this path tested.
+        self._schema = PayloadSchema.open(
+            existing, cfg.payload_indexes, auto=cfg.auto_payload_indexes, empty=self.count() == 0, folder=None
+        )
+        self._apply_schema(*self._schema.initial_changes())
+
+    def _apply_schema(self, create: dict[str, str], drop: list[str]) -> None:
+        if not create and not drop:
+            return
+        models = _models()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+            for field_name in drop:
+                self._client.delete_payload_index(self._collection, field_name, wait=True)
+            for field_name, kind in create.items():
+                schema = getattr(models.PayloadSchemaType, kind.upper())
+                self._client.create_payload_index(
+                    self._collection, field_name, field_schema=schema, wait=True
+                )
 
     def upsert(
         self, ids: list[str], vectors: npt.NDArray[np.float32], payloads: list[Payload | None]
@@ -97,6 +116,7 @@ class ClientEngine:
         models = _models()
         rows = vectors.tolist()
         step = self._config.batch_size
+        self._apply_schema(*self._schema.plan_upsert(payloads))
         for start in range(0, len(ids), step):
             points = [
                 models.PointStruct(
@@ -112,8 +132,14 @@ class ClientEngine:
     def search(self, queries: npt.NDArray[np.float32], k: int, node: Filter | None) -> list[list[SearchHit]]:
         models = _models()
         native = to_client_filter(node) if node is not None else None
-        # Local mode is exact and warns about search params, so only a server gets them.
-        params = models.SearchParams(hnsw_ef=max(self._config.ef, k)) if self.mode == "remote" else None
+        # Local mode is exact and warns about search params, so only a server gets them. A
+        # condition without a fitting payload index would cut the graph's links: search exactly.
+        exact = node is not None and not self._schema.covers(node)
+        params = (
+            models.SearchParams(hnsw_ef=max(self._config.ef, k), exact=exact)
+            if self.mode == "remote"
+            else None
+        )
         requests = [
             models.QueryRequest(query=row, limit=k, filter=native, params=params, with_payload=True)
             for row in queries.tolist()

@@ -30,6 +30,7 @@ FORMAT = "kalm-rag-index"
 FORMAT_VERSION = 1
 _DATA_PREFIX = "v-"
 _TMP_PREFIX = ".tmp-"
+LOCK_FILE = ".kalm-rag.lock"
 
 
 def save_index_dir(
@@ -41,9 +42,21 @@ def save_index_dir(
 
     ``write(folder)`` fills the new data folder and may return extra manifest fields.
     """
+    from kalm_rag._atomic import path_lock
+
     root = Path(path)
     _check_target(root)
     root.mkdir(parents=True, exist_ok=True)
+    # One writer at a time across processes: a second save would otherwise delete the data
+    # folder the first one's index.json is about to name (see _remove_stale).
+    with path_lock(root / LOCK_FILE, root):
+        return _save_locked(root, manifest, write)
+
+
+def _save_locked(
+    root: Path, manifest: Mapping[str, Any], write: Callable[[Path], Mapping[str, Any] | None]
+) -> Path:
+    _check_target(root)
     name = f"{_DATA_PREFIX}{uuid.uuid4().hex}"
     tmp = root / f"{_TMP_PREFIX}{name}"
     tmp.mkdir()
@@ -112,7 +125,11 @@ def _check_target(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise InvalidInputError(f"cannot save an index to {root}: it is a file, not a folder")
     if root.is_dir() and not (root / MANIFEST).exists():
-        foreign = [p.name for p in root.iterdir() if not p.name.startswith((_TMP_PREFIX, _DATA_PREFIX))]
+        foreign = [
+            p.name
+            for p in root.iterdir()
+            if not p.name.startswith((_TMP_PREFIX, _DATA_PREFIX)) and p.name != LOCK_FILE
+        ]
         if foreign:
             raise InvalidInputError(
                 f"refusing to save an index into {root}: the folder holds other files ({foreign[:3]})"
@@ -126,6 +143,51 @@ def _remove_stale(root: Path, *, keep: str) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
+
+
+def copy_sparse(src: str, dst: str, *, follow_symlinks: bool = True) -> str:
+    """``shutil.copy2`` that leaves holes for zero blocks (a ``copytree`` copy_function).
+
+    Preallocated files (Qdrant's 32 MB mmaps) stay small on disk: holes in ``src`` are skipped
+    via SEEK_DATA/SEEK_HOLE, and zero-filled blocks in its data become holes too.
+    """
+    if os.path.isdir(dst):
+        dst = os.path.join(dst, os.path.basename(src))
+    block = 1 << 20
+    zeros = bytes(block)
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        size = os.fstat(fi.fileno()).st_size
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fi.fileno(), pos, os.SEEK_DATA)
+                end = os.lseek(fi.fileno(), start, os.SEEK_HOLE)
+            except OSError:  # ENXIO: only a hole remains; other errors: no hole support
+                if pos == 0 and not _sparse_supported(fi.fileno()):
+                    start, end = 0, size
+                else:
+                    break
+            fi.seek(start)
+            while start < end:
+                chunk = fi.read(min(block, end - start))
+                if not chunk:
+                    break
+                if chunk != zeros[: len(chunk)]:
+                    fo.seek(start)
+                    fo.write(chunk)
+                start += len(chunk)
+            pos = end
+        fo.truncate(size)
+    shutil.copystat(src, dst, follow_symlinks=follow_symlinks)
+    return dst
+
+
+def _sparse_supported(fd: int) -> bool:
+    try:
+        os.lseek(fd, 0, os.SEEK_HOLE)
+    except OSError:
+        return False
+    return True
 
 
 def _fsync_tree(folder: Path) -> None:

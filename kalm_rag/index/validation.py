@@ -53,10 +53,10 @@ def check_ids(ids: Sequence[str], *, unique: bool = True) -> list[str]:
         out = list(ids)
     except TypeError as exc:
         raise InvalidInputError(f"ids must be a sequence of strings, got {type(ids).__name__}") from exc
-    bad = [i for i, x in enumerate(out) if not isinstance(x, str) or not x]
+    bad = [i for i, x in enumerate(out) if not isinstance(x, str) or not x or not _is_unicode(x)]
     if bad:
         shown = ", ".join(f"#{i}={out[i]!r}" for i in bad[:_SHOW])
-        raise InvalidInputError(f"ids must be non-empty strings; bad ids at {shown}")
+        raise InvalidInputError(f"ids must be non-empty strings (valid Unicode); bad ids at {shown}")
     if unique and len(set(out)) != len(out):
         dupes = [x for x, n in Counter(out).items() if n > 1]
         raise InvalidInputError(
@@ -111,13 +111,42 @@ def check_payloads(payloads: Sequence[Mapping[str, Any] | None] | None, count: i
                     f"payload #{i} uses the reserved key {key!r} (prefix {RESERVED_PREFIX!r})"
                 )
         try:
-            # A JSON round trip both validates (no NaN, no custom objects) and detaches the copy
-            # we store from the caller's mutable dict.
-            copy = json.loads(json.dumps(dict(payload), allow_nan=False))
-        except (TypeError, ValueError) as exc:
+            # A JSON round trip both validates (no NaN, no custom objects, no lone surrogates,
+            # integers within 64 bits) and detaches the copy we store from the caller's dict.
+            text = json.dumps(dict(payload), allow_nan=False, ensure_ascii=False)
+            text.encode("utf-8")  # a lone surrogate ("\ud800") cannot be saved as UTF-8
+            copy = json.loads(text, parse_int=_int64)
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(
+                f"payload #{i} holds a string that is not valid Unicode (a lone surrogate at "
+                f"character {exc.start}); decode your data correctly or drop that character"
+            ) from exc
+        except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidInputError(f"payload #{i} is not JSON-serialisable: {exc}") from exc
         out.append(copy or None)
     return out
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _int64(literal: str) -> int:
+    value = int(literal)
+    if not _INT64[0] <= value <= _INT64[1]:
+        # Qdrant stores integers as 64-bit and would hand this back as a float
+        raise ValueError(f"integer {literal} does not fit in 64 bits (signed); store it as a string")
+    return value
+
+
+def _is_unicode(text: str) -> bool:
+    """False for strings with lone surrogates, which cannot be encoded, saved or sent."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def normalize_rows(vectors: npt.NDArray[np.float32], *, what: str = "vectors") -> npt.NDArray[np.float32]:

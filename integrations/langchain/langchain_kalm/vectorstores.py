@@ -244,8 +244,11 @@ class KaLMVectorStore(VectorStore):
         store.add_texts(texts, metadatas, ids=ids)
         return store
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the store to the folder ``path`` atomically.
+
+        ``path`` may be new, empty, or a folder kalm-rag saved; any other folder is refused
+        unless ``overwrite=True``.
 
         With ``KaLMEmbeddings`` the folder names the model, so ``load`` needs no embedding, and
         it is also a saved ``kalm_rag.Retriever`` (``kalm-rag serve --index`` serves it).
@@ -255,7 +258,7 @@ class KaLMVectorStore(VectorStore):
 
         target = Path(path)
         spec = self._embedding.spec() if isinstance(self._embedding, KaLMEmbeddings) else None
-        with atomic_folder(target) as tmp:
+        with atomic_folder(target, overwrite=overwrite, kind="langchain-store") as tmp:
             if self._index is not None:
                 self._index.save(tmp / "index")
             manifest = {
