@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kalm_rag.errors import ConfigError, require
+from kalm_rag.errors import ConfigError, InvalidInputError, require
 from kalm_rag.index.base import Payload, SearchHit, StoredItem
 from kalm_rag.index.filters import Filter
 from kalm_rag.index.qdrant_common import QdrantConfig, point_id, split_payload, stored_payload, to_hit
 from kalm_rag.index.qdrant_filters import to_edge_filter
 from kalm_rag.index.qdrant_schema import PayloadSchema
+from kalm_rag.index.storage import copy_sparse
 
 SHARD_FOLDER = "shard"  # inside a saved index's data folder
 _UPSERT_BATCH = 4096
@@ -47,9 +48,11 @@ class EdgeEngine:
                 shard = qe.EdgeShard.load(str(folder), self._edge_config())
             else:
                 shard = qe.EdgeShard.create(str(folder), self._edge_config())
-        except Exception as exc:
+        except BaseException as exc:  # a Rust panic (pyo3 PanicException) is a BaseException
             if owned:
                 shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
             raise ConfigError(f"cannot open a Qdrant edge shard at {folder}: {exc}") from exc
         self._shard = shard
         self._pending_kb = 0.0  # vector data added since the last optimise
@@ -94,13 +97,18 @@ class EdgeEngine:
     ) -> None:
         qe = _edge()
         rows = vectors.tolist()
-        self._apply_schema(*self._schema.plan_upsert(payloads))
-        for start in range(0, len(ids), _UPSERT_BATCH):
+        # Every point is converted before the first write, so a payload the engine rejects
+        # leaves the shard unchanged (a rejected add changes nothing).
+        try:
             points = [
                 qe.Point(point_id(ids[i]), rows[i], stored_payload(ids[i], payloads[i]))
-                for i in range(start, min(start + _UPSERT_BATCH, len(ids)))
+                for i in range(len(ids))
             ]
-            self._shard.update(qe.UpdateOperation.upsert_points(points))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInputError(f"Qdrant cannot store a payload of this add: {exc}") from exc
+        self._apply_schema(*self._schema.plan_upsert(payloads))
+        for start in range(0, len(points), _UPSERT_BATCH):
+            self._shard.update(qe.UpdateOperation.upsert_points(points[start : start + _UPSERT_BATCH]))
         self._pending_kb += vectors.nbytes / 1024
         if self._config.auto_optimize and self._pending_kb >= self._config.indexing_threshold_kb:
             self.optimize()
@@ -164,7 +172,8 @@ class EdgeEngine:
         # Edge has no background threads: after flush(), and with writers held off by the
         # caller's lock, the shard folder is a consistent copy.
         self._shard.flush()
-        shutil.copytree(self.folder, folder / SHARD_FOLDER)
+        # Qdrant preallocates 32 MB sparse files per segment: copy only their data, not the holes
+        shutil.copytree(self.folder, folder / SHARD_FOLDER, copy_function=copy_sparse)
         return {}
 
     @classmethod
@@ -175,8 +184,20 @@ class EdgeEngine:
         target = Path(tempfile.mkdtemp(prefix="kalm-qdrant-edge-")) if shard_dir is None else Path(shard_dir)
         if shard_dir is not None and target.exists() and any(target.iterdir()):
             raise ConfigError(f"shard_dir {target} is not empty; loading needs an empty folder")
-        shutil.copytree(folder / SHARD_FOLDER, target, dirs_exist_ok=True)
-        engine = cls(dim, metric, config, shard_dir=target)
+        try:
+            if not (folder / SHARD_FOLDER).is_dir():
+                raise InvalidInputError(f"the shard folder {folder / SHARD_FOLDER} is missing")
+            shutil.copytree(folder / SHARD_FOLDER, target, dirs_exist_ok=True, copy_function=copy_sparse)
+            engine = cls(dim, metric, config, shard_dir=target)
+        except BaseException as exc:
+            # never leave the working copy behind (each failed load used to leak ~100 MB)
+            if shard_dir is None:
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                _empty(target)
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            raise InvalidInputError(f"index at {folder.parent} is damaged: {SHARD_FOLDER}/ ({exc})") from exc
         if shard_dir is None:  # we made the folder, so we clean it up
             engine._finalizer.detach()
             engine._finalizer = weakref.finalize(engine, _release, engine._shard, target)
@@ -184,6 +205,15 @@ class EdgeEngine:
 
     def close(self) -> None:
         self._finalizer()
+
+
+def _empty(folder: Path) -> None:
+    """Remove what a failed load copied into the caller's (empty before) shard_dir."""
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _release(shard: Any, folder: Path | None) -> None:
