@@ -1,5 +1,5 @@
-"""Persona-based synthetic training data from an LLM (local transformers/GGUF model or any
-OpenAI-compatible endpoint). Names load lazily."""
+"""Persona-based synthetic training data from an LLM (llama.cpp or transformers on a GGUF file,
+or any OpenAI-compatible endpoint). Names load lazily."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ _EXPORTS: dict[str, str] = {
     "Sampling": "kalm_trainer.synth.llm",
     "load_chat_model": "kalm_trainer.synth.llm",
     "TransformersChatModel": "kalm_trainer.synth.local",
-    "smollm2_gguf_path": "kalm_trainer.synth.local",
-    "join_split_gguf": "kalm_trainer.synth.local",
+    "LlamaCppChatModel": "kalm_trainer.synth.llamacpp",
+    "smollm2_gguf_path": "kalm_trainer.synth.gguf",
+    "qwen_gguf_path": "kalm_trainer.synth.gguf",
+    "cached_joined_gguf": "kalm_trainer.synth.gguf",
+    "join_split_gguf": "kalm_trainer.synth.gguf",
     "OpenAIChatModel": "kalm_trainer.synth.remote",
     "SYNTH_TASKS": "kalm_trainer.synth.tasks",
     "SynthConfig": "kalm_trainer.synth.generate",
@@ -29,25 +32,30 @@ __all__ = [
     "SYNTH_TASKS",
     "ChatModel",
     "LLMConfig",
+    "LlamaCppChatModel",
     "OpenAIChatModel",
     "PersonasConfig",
     "Sampling",
     "SynthConfig",
     "SynthResult",
     "TransformersChatModel",
+    "cached_joined_gguf",
     "corpus_texts",
     "generate_synthetic",
     "join_split_gguf",
     "load_chat_model",
     "load_personas",
     "personas_from_texts",
+    "qwen_gguf_path",
     "smollm2_gguf_path",
 ]
 
 if TYPE_CHECKING:
     from kalm_trainer.synth.generate import SynthConfig, SynthResult, generate_synthetic
+    from kalm_trainer.synth.gguf import cached_joined_gguf, join_split_gguf, qwen_gguf_path, smollm2_gguf_path
+    from kalm_trainer.synth.llamacpp import LlamaCppChatModel
     from kalm_trainer.synth.llm import ChatModel, LLMConfig, Sampling, load_chat_model
-    from kalm_trainer.synth.local import TransformersChatModel, join_split_gguf, smollm2_gguf_path
+    from kalm_trainer.synth.local import TransformersChatModel
     from kalm_trainer.synth.personas import corpus_texts, load_personas, personas_from_texts
     from kalm_trainer.synth.remote import OpenAIChatModel
     from kalm_trainer.synth.steps import PersonasConfig

@@ -21,6 +21,7 @@ from kalm_trainer.data.schema import TrainingExample
 from kalm_trainer.synth.llm import ChatMessage, ChatModel, LLMConfig, Sampling
 from kalm_trainer.synth.parse import SynthPair, dedupe_key, parse_example, parse_instructions
 from kalm_trainer.synth.retry import ask_until_valid
+from kalm_trainer.synth.schemas import example_schema, instructions_schema
 from kalm_trainer.synth.tasks import (
     BRAINSTORM_PROMPT,
     SYNTH_TASKS,
@@ -64,6 +65,11 @@ class SynthConfig(StepConfig):
         if not self.languages or len(set(self.bitext_languages)) < 2:
             raise ConfigError("need at least one language and two distinct bitext_languages")
         Sampling(self.brainstorm_max_tokens, self.temperature, self.top_p)  # validates
+
+    def example_max_chars(self) -> int:
+        """Longest string the example schema allows: three strings share the token budget,
+        at ~4 characters a token in English (other scripts hit the token limit first)."""
+        return max(200, self.example_max_tokens * 4 // 3)
 
     def sampling(self, max_new_tokens: int) -> Sampling:
         return Sampling(max_new_tokens, self.temperature, self.top_p)
@@ -119,6 +125,7 @@ def _brainstorm(
         sampling=config.sampling(config.brainstorm_max_tokens),
         max_retries=config.max_retries,
         seed=config.seed * 2 + 1,
+        schema=instructions_schema(config.instructions_per_brainstorm),
     )
     seen: set[str] = set()
     unique: list[tuple[SynthTask, str, str]] = []
@@ -177,6 +184,7 @@ def generate_synthetic(llm: ChatModel, personas: Sequence[str], config: SynthCon
         sampling=config.sampling(config.example_max_tokens),
         max_retries=config.max_retries,
         seed=config.seed * 2 + 2,
+        schema=example_schema(config.example_max_chars()),
     )
     examples, duplicates = _to_examples(jobs, pairs, config.task_prefix)
     stats.update(counts.as_dict("example"))

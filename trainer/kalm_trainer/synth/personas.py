@@ -18,6 +18,7 @@ from kalm_rag.errors import InvalidInputError
 from kalm_trainer.synth.llm import ChatMessage, ChatModel, Sampling
 from kalm_trainer.synth.parse import dedupe_key, parse_persona
 from kalm_trainer.synth.retry import ask_until_valid
+from kalm_trainer.synth.schemas import persona_schema
 from kalm_trainer.synth.tasks import PERSONA_PROMPT, load_prompt, render_prompt
 
 __all__ = ["corpus_texts", "load_personas", "personas_from_texts"]
@@ -98,7 +99,13 @@ def personas_from_texts(
         [{"role": "user", "content": render_prompt(template, {"text": text[:max_chars]})}] for text in texts
     ]
     found, counts = ask_until_valid(
-        llm, conversations, parse_persona, sampling=sampling, max_retries=max_retries, seed=seed
+        llm,
+        conversations,
+        parse_persona,
+        sampling=sampling,
+        max_retries=max_retries,
+        seed=seed,
+        schema=persona_schema(),
     )
     unique: dict[str, str] = {}
     for persona in found:

@@ -30,6 +30,7 @@ class OpenAIChatModel:
         timeout_s: float = 120.0,
         max_retries: int = 2,
         json_mode: bool = False,
+        constrain: bool = True,
     ) -> None:
         try:
             import openai
@@ -42,9 +43,21 @@ class OpenAIChatModel:
         self.model = model
         self.max_concurrency = max_concurrency
         self.json_mode = json_mode
+        self.constrain = constrain
 
-    def _one(self, messages: Sequence[ChatMessage], sampling: Sampling, seed: int) -> str:
-        extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if self.json_mode else {}
+    def _response_format(self, schema: dict[str, Any] | None) -> dict[str, Any]:
+        """``json_schema`` (vLLM, llama.cpp server, SGLang, OpenAI) when constraining, else
+        ``json_object`` with ``json_mode``; servers that do not know it answer 400, counted as
+        failed requests (turn ``constrain`` off for them)."""
+        if schema is not None and self.constrain:
+            body = {"name": "reply", "schema": schema}
+            return {"response_format": {"type": "json_schema", "json_schema": body}}
+        return {"response_format": {"type": "json_object"}} if self.json_mode else {}
+
+    def _one(
+        self, messages: Sequence[ChatMessage], sampling: Sampling, seed: int, schema: dict[str, Any] | None
+    ) -> str:
+        extra = self._response_format(schema)
         response = self.client.chat.completions.create(
             model=self.model,
             messages=[dict(m) for m in messages],  # type: ignore[misc]
@@ -58,7 +71,12 @@ class OpenAIChatModel:
         return content or ""
 
     def chat(
-        self, conversations: Sequence[Sequence[ChatMessage]], *, sampling: Sampling, seed: int = 0
+        self,
+        conversations: Sequence[Sequence[ChatMessage]],
+        *,
+        sampling: Sampling,
+        seed: int = 0,
+        schema: dict[str, Any] | None = None,
     ) -> list[str | None]:
         if not conversations:
             return []
@@ -67,7 +85,7 @@ class OpenAIChatModel:
         def call(item: tuple[int, Sequence[ChatMessage]]) -> str | None:
             index, messages = item
             try:
-                return self._one(messages, sampling, seed * 100_003 + index)
+                return self._one(messages, sampling, seed * 100_003 + index, schema)
             except Exception as exc:  # openai.APIError and transport errors
                 errors.append(exc)
                 return None

@@ -26,11 +26,23 @@ class StageCounts:
     retries: int = 0  # re-asks sent
     recovered: int = 0  # jobs that succeeded on a retry
     dropped: int = 0  # jobs that failed every attempt
+    constrained: bool = False  # the requests carried the stage's JSON schema
     reasons: Counter[str] = field(default_factory=Counter)
 
+    @property
+    def first_try_ok(self) -> int:
+        return self.ok - self.recovered
+
+    @property
+    def first_try_rate(self) -> float:
+        """Share of jobs whose first reply parsed (1.0 for a stage with no jobs)."""
+        return self.first_try_ok / self.requested if self.requested else 1.0
+
     def as_dict(self, prefix: str) -> dict[str, Any]:
-        names = ("requested", "ok", "malformed", "request_errors", "retries", "recovered", "dropped")
-        out: dict[str, Any] = {f"{prefix}_{name}": getattr(self, name) for name in names}
+        names = ("requested", "ok", "first_try_ok", "malformed", "request_errors", "retries", "recovered")
+        out: dict[str, Any] = {f"{prefix}_{name}": getattr(self, name) for name in (*names, "dropped")}
+        out[f"{prefix}_first_try_rate"] = round(self.first_try_rate, 4)
+        out[f"{prefix}_constrained"] = self.constrained
         out[f"{prefix}_malformed_reasons"] = dict(self.reasons.most_common())
         return out
 
@@ -43,13 +55,17 @@ def ask_until_valid(
     sampling: Sampling,
     max_retries: int,
     seed: int,
+    schema: dict[str, Any] | None = None,
 ) -> tuple[list[T | None], StageCounts]:
     """One parsed result per conversation (None where every attempt failed).
+
+    ``schema`` is handed to the backend, which constrains decoding to it where it can;
+    ``parse`` checks every reply either way.
 
     A retry re-sends the same conversation with a new seed: with sampling on, the model
     answers differently. With temperature 0 a retry only helps against transient errors.
     """
-    counts = StageCounts(requested=len(conversations))
+    counts = StageCounts(requested=len(conversations), constrained=schema is not None)
     results: list[T | None] = [None] * len(conversations)
     todo = list(range(len(conversations)))
     for attempt in range(max_retries + 1):
@@ -57,7 +73,8 @@ def ask_until_valid(
             break
         if attempt:
             counts.retries += len(todo)
-        replies = llm.chat([conversations[i] for i in todo], sampling=sampling, seed=seed * 1_000 + attempt)
+        batch = [conversations[i] for i in todo]
+        replies = llm.chat(batch, sampling=sampling, seed=seed * 1_000 + attempt, schema=schema)
         failed = []
         for index, reply in zip(todo, replies, strict=True):
             if reply is None:
