@@ -21,7 +21,6 @@ from kalm_trainer.trainer import KalmTrainer
 
 from kalm_rag import Encoder
 from kalm_rag.config import ModelConfig
-from kalm_rag.errors import ConfigError
 from kalm_rag.instructions import KALM_TEMPLATE
 from tests.trainer.test_trainer_support import one_thread, write_word_pairs  # noqa: F401
 
@@ -128,12 +127,15 @@ def test_checkpoints_are_sdk_model_folders(tiny_qwen2_dir: Path, pairs: Path, tm
     )
 
 
-def test_too_little_data_for_one_batch_is_a_clear_error(
+def test_too_little_data_for_one_batch_still_trains_every_example(
     tiny_qwen2_dir: Path, pairs: Path, tmp_path: Path
 ) -> None:
-    trainer = make_trainer(tiny_qwen2_dir, pairs, tmp_path / "f", batch_size=13)
-    with pytest.raises(ConfigError, match="no full batch of 13"):
-        trainer.get_train_dataloader()
+    trainer = make_trainer(
+        tiny_qwen2_dir, pairs, tmp_path / "f", batch_size=len(load_pairs(pairs).examples) + 1
+    )
+    batches = list(trainer.get_train_dataloader().batch_sampler)  # type: ignore[arg-type]
+    assert [sorted(b) for b in batches] == [list(range(len(trainer.examples)))]
+    assert trainer.batch_plan_stats()["mixed_items"] == len(trainer.examples)
 
 
 def test_teacher_scores_are_the_teachers_cosines(tiny_qwen2_dir: Path, pairs: Path) -> None:

@@ -37,7 +37,7 @@ inputs = ["{pairs}"]
 data = ["@pairs"]
 negatives = 2
 batch_size = 8
-max_steps = 3
+{steps}
 learning_rate = 1e-3
 warmup_ratio = 0.0
 save_steps = 0
@@ -60,12 +60,22 @@ def run(args: list[str], out: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_two_processes_equal_one(tiny_qwen2_dir: Path, tmp_path: Path) -> None:
+# 2 x 16 pairs: 3 full single-task batches. 3 x 9 pairs: 3 full batches and a last mixed batch
+# of the 3 leftovers, split 2 + 1 over the processes (uneven slices, all-gathered)
+CASES = {
+    "full": (("alpha", "beta"), 16, "max_steps = 3"),
+    "uneven_last": (("alpha", "beta", "gamma"), 9, "epochs = 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_processes_equal_one(tiny_qwen2_dir: Path, tmp_path: Path, case: str) -> None:
     if shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("torchrun is not installed next to the interpreter")
-    pairs = write_word_pairs(tmp_path / "pairs.jsonl", per_task=16, negatives=2)
+    tasks, per_task, steps = CASES[case]
+    pairs = write_word_pairs(tmp_path / "pairs.jsonl", per_task=per_task, tasks=tasks, negatives=2)
     recipe = tmp_path / "ddp.toml"
-    recipe.write_text(RECIPE.format(model=tiny_qwen2_dir, pairs=pairs), encoding="utf-8")
+    recipe.write_text(RECIPE.format(model=tiny_qwen2_dir, pairs=pairs, steps=steps), encoding="utf-8")
     cli = ["-m", "kalm_trainer.cli", "run", str(recipe)]
     torchrun = str(Path(sys.executable).parent / "torchrun")
     run([torchrun, "--standalone", "--nproc_per_node", "2", *cli], tmp_path / "two")
@@ -76,6 +86,9 @@ def test_two_processes_equal_one(tiny_qwen2_dir: Path, tmp_path: Path) -> None:
         for n in ("one", "two")
     }
     assert stats["two"]["world_size"] == 2 and stats["one"]["world_size"] == 1
+    assert stats["two"]["batch_plan"] == stats["one"]["batch_plan"]
+    if case == "uneven_last":
+        assert stats["one"]["steps"] == 4 and stats["one"]["batch_plan"]["items"] == 27
     assert stats["two"]["losses"] == pytest.approx(stats["one"]["losses"], rel=1e-4)
     one = load_file(tmp_path / "one" / "stages" / "train" / "model" / "model.safetensors")
     two = load_file(tmp_path / "two" / "stages" / "train" / "model" / "model.safetensors")

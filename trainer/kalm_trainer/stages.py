@@ -63,6 +63,7 @@ def planned_steps(examples: Sequence[TrainingExample], stage: StageSection, seed
         epoch=0,
         text_keys=[batch_text_keys(ex) for ex in examples],
     )
+        min_batch=int(os.environ.get("WORLD_SIZE", "1")),  # as the sampler plans it per process
     per_epoch = len(plan.batches)
     if per_epoch == 0:
         raise ConfigError(
@@ -227,3 +228,4 @@ def train_stage(
         "world_size": trainer.args.world_size,
     }
     return StageResult(model, final, stats)
+        "batch_plan": trainer.batch_plan_stats(),

@@ -88,6 +88,13 @@ class KalmTrainer(Trainer):  # type: ignore[misc]
         # expects full batches of the sampler's batch_size). The Trainer moves inputs to the
         # device itself, and skipping batches on resume works on a plain DataLoader too.
         return DataLoader(
+    def batch_plan_stats(self) -> dict[str, int]:
+        """Counts of the current epoch's batch plan (mixed batches and items, items dropped)."""
+        sampler = self.batch_sampler()
+        if type(sampler) is SemiHomogeneousBatchSampler:
+            return sampler.plan_stats()
+        return dict(getattr(sampler, "stats", {}))  # a subclass that keeps its own counts
+
             self.examples,
             batch_sampler=sampler,
             collate_fn=self.data_collator,
