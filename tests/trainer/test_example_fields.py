@@ -196,3 +196,24 @@ def test_label_ids_are_stable_and_task_scoped() -> None:
     assert label_id("t", "x") != label_id("u", "x")
     # a fixed value: the same in every process and Python run (hash() would be salted)
     assert label_id("news", "sports") == 1872291084005552946
+
+
+def test_convert_samples_per_group_and_splits_tasks(tmp_path: Path) -> None:
+    lines = [
+        {"query": f"q{lang}{i}", "positive": f"p{lang}{i}", "task": "gettext", "lang": lang}
+        for lang, count in (("de", 5), ("fr", 3), ("ja", 1))
+        for i in range(count)
+    ]
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    config = ConvertPairsConfig(sample=2, sample_by="lang", task_by="lang", task_type=TaskType.BITEXT, seed=3)
+    stats = run_convert_step(config, [source], tmp_path / "out")
+    examples = read_examples(tmp_path / "out" / "examples.jsonl").examples
+    assert stats["sampled_out"] == 4 and stats["sampled_per_group"] == {"de": 2, "fr": 2, "ja": 1}
+    assert stats["tasks"] == {"gettext-de": 2, "gettext-fr": 2, "gettext-ja": 1}
+    assert all(ex.task == f"gettext-{ex.meta['lang']}" and ex.task_type == TaskType.BITEXT for ex in examples)
+    order = [line["query"] for line in lines]
+    kept = [ex.query for ex in examples]
+    assert kept == sorted(kept, key=order.index)  # file order kept
+    again = run_convert_step(config, [source], tmp_path / "again")
+    assert again == stats  # seeded

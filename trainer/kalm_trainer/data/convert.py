@@ -21,10 +21,13 @@ The step's config sets defaults for lines without them. Every other scalar key (
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kalm_rag.errors import ConfigError, InvalidInputError
 from kalm_rag.instructions import DEFAULT_INSTRUCTIONS, TaskType
@@ -32,7 +35,14 @@ from kalm_trainer.data.config_base import StepConfig
 from kalm_trainer.data.jsonl import OnError, ReadReport, read_with, write_examples
 from kalm_trainer.data.schema import TrainingExample, label_string
 
-__all__ = ["TASK_INSTRUCTIONS", "ConvertPairsConfig", "load_pairs", "pair_to_example", "run_convert_step"]
+__all__ = [
+    "TASK_INSTRUCTIONS",
+    "ConvertPairsConfig",
+    "load_pairs",
+    "pair_to_example",
+    "run_convert_step",
+    "sample_and_split",
+]
 
 #: Instructions for the tasks of the shared training data, by task name. A short description
 #: is a query-like phrase and the long description is the document that answers it.
@@ -61,6 +71,13 @@ class ConvertPairsConfig(StepConfig):
     instruction: str | None = None
     task: str | None = None  # overrides the file's "task"; needed when lines carry none
     task_type: TaskType = TaskType.RETRIEVAL  # for lines without their own "task_type"
+    #: > 0: keep at most this many lines per ``sample_by`` group (seeded, file order kept)
+    sample: int = 0
+    #: a line key kept in meta (e.g. "lang") to sample per value of; "" = the whole input
+    sample_by: str = ""
+    #: a line key (e.g. "lang"): the task becomes "<task>-<value>", one task per value
+    task_by: str = ""
+    seed: int = 0
     on_error: OnError = "raise"
 
     def __post_init__(self) -> None:
@@ -68,6 +85,8 @@ class ConvertPairsConfig(StepConfig):
             value = getattr(self, name)
             if value is not None and not value.strip():
                 raise ConfigError(f"{name} must be null or a non-empty string")
+        if self.sample < 0:
+            raise ConfigError(f"sample must be >= 0 (0 = keep every line), got {self.sample}")
 
 
 def pair_to_example(
@@ -181,5 +200,54 @@ def run_convert_step(config: ConvertPairsConfig, inputs: Sequence[Path], output_
         task_type=config.task_type,
         on_error=config.on_error,
     )
-    written = write_examples(output_dir / "examples.jsonl", report.examples)
-    return {**report.counts, "written": written, "skipped_lines": [str(e) for e in report.skipped[:100]]}
+    examples, counts = sample_and_split(
+        report.examples,
+        sample=config.sample,
+        sample_by=config.sample_by,
+        task_by=config.task_by,
+        seed=config.seed,
+    )
+    written = write_examples(output_dir / "examples.jsonl", examples)
+    return {
+        **report.counts,
+        **counts,
+        "written": written,
+        "skipped_lines": [str(e) for e in report.skipped[:100]],
+    }
+
+
+def sample_and_split(
+    examples: Sequence[TrainingExample],
+    *,
+    sample: int = 0,
+    sample_by: str = "",
+    task_by: str = "",
+    seed: int = 0,
+) -> tuple[list[TrainingExample], dict[str, Any]]:
+    """Keep at most ``sample`` examples per value of ``meta[sample_by]`` (all when 0; file order
+    kept), then rename tasks to ``<task>-<meta[task_by]>``. Returns the examples and counts."""
+    counts: dict[str, Any] = {}
+    kept = list(examples)
+    if sample > 0:
+        groups: dict[Any, list[int]] = {}
+        for position, ex in enumerate(examples):
+            groups.setdefault(ex.meta.get(sample_by) if sample_by else None, []).append(position)
+        rng = np.random.default_rng(seed)
+        chosen: list[int] = []
+        for key in sorted(groups, key=str):  # sorted: independent of file order
+            members = groups[key]
+            picks = rng.choice(len(members), size=min(sample, len(members)), replace=False)
+            chosen += [members[i] for i in picks]
+        kept = [examples[i] for i in sorted(chosen)]
+        counts["sampled_out"] = len(examples) - len(kept)
+        counts["sampled_per_group"] = {
+            str(k): min(sample, len(v)) for k, v in sorted(groups.items(), key=str)
+        }
+    if task_by:
+        missing = sum(task_by not in ex.meta for ex in kept)
+        kept = [
+            replace(ex, task=f"{ex.task}-{ex.meta[task_by]}") if task_by in ex.meta else ex for ex in kept
+        ]
+        counts["task_by_missing"] = missing
+        counts["tasks"] = dict(sorted(Counter(ex.task for ex in kept).items()))
+    return kept, counts
