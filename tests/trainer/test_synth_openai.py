@@ -4,6 +4,7 @@ like a sloppy LLM on purpose: wrapped JSON, refusals, truncated JSON and HTTP 50
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import Counter
@@ -37,6 +38,7 @@ class FakeLLM:
 
     seen: Counter[str] = field(default_factory=Counter)
     log: list[tuple[str, str]] = field(default_factory=list)  # (kind, "ok" | "malformed" | "error")
+    formats: list[tuple[str, Any]] = field(default_factory=list)  # (prompt start, response_format)
     counter: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -90,6 +92,7 @@ def server() -> Iterator[tuple[str, FakeLLM]]:
         def do_POST(self) -> None:
             payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             assert self.path == "/v1/chat/completions"
+            fake.formats.append((payload["messages"][-1]["content"][:10], payload.get("response_format")))
             status, text = fake.reply(payload["messages"])
             body: dict[str, Any] = {
                 "id": "chatcmpl-1",
@@ -171,6 +174,22 @@ def test_two_stage_generation_counts_match_what_the_server_did(server: tuple[str
         assert ex.query.startswith("query ") and len(ex.positives) == len(ex.negatives) == 1
         assert ex.instruction and "taxes" not in ex.instruction
         assert ex.meta["persona"] in PERSONAS
+
+
+def test_requests_carry_each_stage_json_schema(server: tuple[str, FakeLLM]) -> None:
+    url, fake = server
+    config = synth_config(url, task_types=("short-short",), brainstorms_per_task=1)
+    generate_synthetic(load_chat_model(config.llm), PERSONAS, config)
+    formats = {prompt: fmt for prompt, fmt in fake.formats}
+    brainstorm = formats["Brainstorm"]["json_schema"]["schema"]
+    example = formats["You are wr"]["json_schema"]["schema"]
+    assert formats["Brainstorm"]["type"] == "json_schema" and brainstorm["type"] == "array"
+    assert brainstorm["maxItems"] == 3 and brainstorm["items"]["type"] == "string"
+    assert example["required"] == ["query", "positive", "hard_negative"]
+    fake.formats.clear()
+    plain = synth_config(url, task_types=("sts",), llm=dataclasses.replace(config.llm, constrain=False))
+    generate_synthetic(load_chat_model(plain.llm), PERSONAS, plain)
+    assert fake.formats and all(fmt is None for _, fmt in fake.formats)
 
 
 def test_synthesize_step_writes_examples_and_manifest(server: tuple[str, FakeLLM], tmp_path: Path) -> None:

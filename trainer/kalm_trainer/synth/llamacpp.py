@@ -13,15 +13,14 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kalm_rag.errors import KalmRagError, MissingDependencyError, ModelNotFoundError
 from kalm_trainer.synth.gguf import QWEN_ALIAS, SMOLLM2_ALIAS, qwen_gguf_path, smollm2_gguf_path
-from kalm_trainer.synth.llm import ChatMessage, Sampling
+from kalm_trainer.synth.llm import ChatMessage, Sampling, Usage
 
-__all__ = ["LlamaCppChatModel", "Usage", "resolve_gguf"]
+__all__ = ["LlamaCppChatModel", "resolve_gguf"]
 
 _INSTALL = (
     "the llama.cpp backend needs llama-cpp-python, built from source: "
@@ -49,21 +48,6 @@ def _default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-@dataclass(slots=True)
-class Usage:
-    """What the model did, summed over calls (for tokens/s and examples/hour reports)."""
-
-    requests: int = 0
-    failed: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-
-    @property
-    def completion_tokens_per_s(self) -> float:
-        return self.completion_tokens / self.seconds if self.seconds else 0.0
 
 
 class LlamaCppChatModel:

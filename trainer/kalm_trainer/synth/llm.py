@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 from kalm_rag.errors import ConfigError
 from kalm_trainer.data.config_base import StepConfig
 
-__all__ = ["ChatMessage", "ChatModel", "LLMConfig", "Sampling", "load_chat_model"]
+__all__ = ["ChatMessage", "ChatModel", "LLMConfig", "Sampling", "Usage", "load_chat_model"]
 
 
 class ChatMessage(TypedDict):
@@ -32,6 +32,21 @@ class Sampling:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ConfigError(f"invalid sampling settings {self}")
+
+
+@dataclass(slots=True)
+class Usage:
+    """What the model did, summed over calls (for tokens/s and examples/hour reports)."""
+
+    requests: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def completion_tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds else 0.0
 
 
 @runtime_checkable

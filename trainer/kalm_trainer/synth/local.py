@@ -10,6 +10,7 @@ backend is several times faster. Prefer a served model (OpenAI backend, vLLM) fo
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from kalm_trainer.synth.gguf import (
     qwen_gguf_path,
     smollm2_gguf_path,
 )
-from kalm_trainer.synth.llm import ChatMessage, Sampling
+from kalm_trainer.synth.llm import ChatMessage, Sampling, Usage
 
 __all__ = ["SMOLLM2_ALIAS", "TransformersChatModel", "join_split_gguf", "smollm2_gguf_path"]
 
@@ -71,6 +72,7 @@ class TransformersChatModel:
         self.constrain = constrain
         self._index: TokenizerIndex | None = None  # built on the first constrained call
         self.constraint_dead_ends = 0  # rows the JSON constraint had to stop early
+        self.usage = Usage()
 
     def _eos_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -134,8 +136,10 @@ class TransformersChatModel:
         order = sorted(range(len(prompts)), key=lambda i: lengths[i])
         replies: list[str | None] = [None] * len(prompts)
         device = next(self.model.parameters()).device
+        eos = set(self._eos_ids())
         for batch_number, start in enumerate(range(0, len(order), self.batch_size)):
             ids = order[start : start + self.batch_size]
+            began = time.perf_counter()
             encoded = self.tokenizer(
                 [prompts[i] for i in ids], padding=True, return_tensors="pt", add_special_tokens=False
             ).to(device)
@@ -163,4 +167,9 @@ class TransformersChatModel:
                 replies[i] = text
             if constraint is not None:
                 self.constraint_dead_ends += constraint.dead_ends
+            self.usage.requests += len(ids)
+            self.usage.prompt_tokens += sum(lengths[i] for i in ids)
+            for row in new_tokens.tolist():  # generated tokens up to and including the first end token
+                self.usage.completion_tokens += next((n + 1 for n, t in enumerate(row) if t in eos), len(row))
+            self.usage.seconds += time.perf_counter() - began
         return replies

@@ -26,11 +26,16 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
 class MalformedOutput(ValueError):
-    """An LLM reply that cannot be used; ``reason`` is a short, countable label."""
+    """An LLM reply that cannot be used; ``reason`` is a short, countable label.
 
-    def __init__(self, reason: str) -> None:
+    ``content`` marks replies of the right JSON shape whose text is unusable (a repeated or
+    too long string): JSON-schema constraints prevent the other kind, not this one.
+    """
+
+    def __init__(self, reason: str, *, content: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.content = content
 
 
 def extract_json(text: str | None, *, kind: type[dict[str, Any]] | type[list[Any]]) -> Any:
@@ -56,9 +61,9 @@ def _clean(value: Any, key: str, max_chars: int) -> str:
         raise MalformedOutput(f"'{key}' is not a string")
     text = value.strip()
     if not text:
-        raise MalformedOutput(f"'{key}' is empty")
+        raise MalformedOutput(f"'{key}' is empty", content=True)
     if len(text) > max_chars:
-        raise MalformedOutput(f"'{key}' is too long")
+        raise MalformedOutput(f"'{key}' is too long", content=True)
     return text
 
 
@@ -81,7 +86,7 @@ def parse_example(reply: str | None) -> SynthPair:
         _clean(obj["hard_negative"], "hard_negative", MAX_DOCUMENT_CHARS),
     )
     if len({pair.query, pair.positive, pair.hard_negative}) < 3:
-        raise MalformedOutput("repeated text")
+        raise MalformedOutput("repeated text", content=True)
     return pair
 
 
@@ -92,8 +97,10 @@ def parse_instructions(reply: str | None) -> list[str]:
     for item in items:
         if isinstance(item, str) and 10 <= len(item.strip()) <= 300 and "\n" not in item.strip():
             found.append(item.strip().rstrip(".").strip())
-    if not found:
-        raise MalformedOutput("no usable instruction")
+    if not found:  # strings of the wrong length are a content problem, other items a format one
+        raise MalformedOutput(
+            "no usable instruction", content=bool(items) and all(isinstance(i, str) for i in items)
+        )
     return found
 
 
@@ -102,7 +109,7 @@ def parse_persona(reply: str | None) -> str:
     obj = extract_json(reply, kind=dict)
     persona = _clean(obj.get("persona"), "persona", 300)
     if len(persona) < 10 or "\n" in persona:
-        raise MalformedOutput("persona is not one sentence")
+        raise MalformedOutput("persona is not one sentence", content=True)
     return persona
 
 

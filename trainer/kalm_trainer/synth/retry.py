@@ -22,6 +22,8 @@ class StageCounts:
     requested: int = 0
     ok: int = 0
     malformed: int = 0  # unusable replies, every attempt counted
+    malformed_content: int = 0  # ... of them: valid JSON of the right shape, unusable text
+    first_try_json_ok: int = 0  # jobs whose first reply had the right JSON shape (usable or not)
     request_errors: int = 0  # requests the backend could not answer
     retries: int = 0  # re-asks sent
     recovered: int = 0  # jobs that succeeded on a retry
@@ -38,10 +40,16 @@ class StageCounts:
         """Share of jobs whose first reply parsed (1.0 for a stage with no jobs)."""
         return self.first_try_ok / self.requested if self.requested else 1.0
 
+    @property
+    def first_try_json_rate(self) -> float:
+        return self.first_try_json_ok / self.requested if self.requested else 1.0
+
     def as_dict(self, prefix: str) -> dict[str, Any]:
-        names = ("requested", "ok", "first_try_ok", "malformed", "request_errors", "retries", "recovered")
-        out: dict[str, Any] = {f"{prefix}_{name}": getattr(self, name) for name in (*names, "dropped")}
+        names = ("requested", "ok", "first_try_ok", "first_try_json_ok", "malformed", "malformed_content")
+        names += ("request_errors", "retries", "recovered", "dropped")
+        out: dict[str, Any] = {f"{prefix}_{name}": getattr(self, name) for name in names}
         out[f"{prefix}_first_try_rate"] = round(self.first_try_rate, 4)
+        out[f"{prefix}_first_try_json_rate"] = round(self.first_try_json_rate, 4)
         out[f"{prefix}_constrained"] = self.constrained
         out[f"{prefix}_malformed_reasons"] = dict(self.reasons.most_common())
         return out
@@ -85,10 +93,13 @@ def ask_until_valid(
                 results[index] = parse(reply)
             except MalformedOutput as exc:
                 counts.malformed += 1
+                counts.malformed_content += exc.content
+                counts.first_try_json_ok += exc.content and attempt == 0
                 counts.reasons[exc.reason] += 1
                 failed.append(index)
                 continue
             counts.ok += 1
+            counts.first_try_json_ok += attempt == 0
             counts.recovered += attempt > 0
         todo = failed
     counts.dropped = len(todo)
