@@ -16,6 +16,7 @@ are held-out real texts (dev queries and 1 in 20 training queries), never in the
 
     python benchmarks/bench_index.py                      # 20k vectors: minutes on 2 cores
     python benchmarks/bench_index.py --n 100000 --queries 1000 --local-budget-s 40
+    python benchmarks/bench_index.py --filtered --n 100000 --queries 1000   # filtered search
 """
 
 from __future__ import annotations
@@ -50,8 +51,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def real_texts() -> tuple[list[str], list[str]]:
-    """(base texts, query texts): unique real texts; queries are held out from the base."""
-    dev = SHARED / "dev"
+    """(base pool, query texts): every unique real text in the shared data, shortest first.
+
+    Queries (dev retrieval queries, 1 in 20 Debian training queries) are held out of the pool.
+    The pool: dev corpora and gettext sentences, and both sides of the Debian, gettext and man
+    page training pairs (~130k unique texts). Sorted by length (stable), so ``--n`` vectors
+    come from the shortest texts, which are the cheapest to embed on a CPU.
+    """
+    dev, train = SHARED / "dev", SHARED / "train"
     queries: list[str] = []
     base: list[str] = []
     for task in ("DebianDescRetrieval", "ManPageRetrieval"):
@@ -61,30 +68,48 @@ def real_texts() -> tuple[list[str], list[str]]:
         base += [
             s["text"] for name in ("sentences1.jsonl", "sentences2.jsonl") for s in read_jsonl(pair / name)
         ]
-    for i, row in enumerate(read_jsonl(SHARED / "train" / "debian_pairs.jsonl")):
+    for i, row in enumerate(read_jsonl(train / "debian_pairs.jsonl")):
         base.append(row["positive"])
         (queries if i % 20 == 0 else base).append(row["query"])  # 1 in 20 training queries held out
+    for name in ("gettext_pairs.jsonl", "manpage_pairs.jsonl"):
+        for row in read_jsonl(train / name):
+            base += [row["query"], row["positive"]]
     queries = list(dict.fromkeys(queries))
     held = set(queries)
-    base = [t for t in dict.fromkeys(base) if t not in held]
+    base = sorted((t for t in dict.fromkeys(base) if t not in held and t.strip()), key=len)
     return base, queries
 
 
-def embed(texts: list[str], *, kind: str, max_length: int, cache: Path) -> np.ndarray:
-    key = hashlib.sha256(json.dumps([kind, max_length, texts]).encode()).hexdigest()[:16]
-    file = cache / f"{kind}-{key}.npy"
-    if file.exists():
-        cached: np.ndarray = np.load(file)
-        return cached
-    from kalm_rag import Encoder
+EMBED_CHUNK = 8192
 
-    encoder = Encoder.from_pretrained(max_length=max_length)
-    encode = encoder.encode_query if kind == "query" else encoder.encode_document
-    print(f"embedding {len(texts)} {kind} texts (cached afterwards in {cache})", file=sys.stderr)
-    vectors = np.asarray(encode(texts, batch_size=32, show_progress=True), np.float32)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(file, vectors)
-    return vectors
+
+def embed(texts: list[str], *, kind: str, max_length: int, cache: Path) -> np.ndarray:
+    """Embeddings of ``texts`` with the packaged model, cached in chunks of EMBED_CHUNK texts
+    (keyed by their content), so an interrupted run keeps what it finished."""
+    encoder: Any = None
+    parts = []
+    for start in range(0, len(texts), EMBED_CHUNK):
+        chunk = texts[start : start + EMBED_CHUNK]
+        key = hashlib.sha256(json.dumps([kind, max_length, chunk]).encode()).hexdigest()[:16]
+        file = cache / f"{kind}-{key}.npy"
+        if file.exists():
+            parts.append(np.load(file))
+            continue
+        if encoder is None:
+            from kalm_rag import Encoder
+
+            encoder = Encoder.from_pretrained(max_length=max_length, dtype="float32")
+        encode = encoder.encode_query if kind == "query" else encoder.encode_document
+        print(f"embedding {kind} texts {start}-{start + len(chunk)} of {len(texts)}", file=sys.stderr)
+        vectors = np.asarray(encode(chunk, batch_size=64), np.float32)
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(".tmp.npy")
+        np.save(tmp, vectors)
+        os.replace(tmp, file)
+        parts.append(vectors)
+    if not parts:
+        return np.empty((0, 384), np.float32)
+    return np.concatenate(parts)
 
 
 def mix(real: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
@@ -231,20 +256,32 @@ def run_cases(cases: list[str], data: Path, args: argparse.Namespace) -> list[di
 def prepare(args: argparse.Namespace, folder: Path) -> tuple[Path, dict[str, Any]]:
     base_texts, query_texts = real_texts()
     rng = np.random.default_rng(0)
-    real = embed(base_texts, kind="document", max_length=args.max_length, cache=args.cache_dir)
-    all_queries = embed(query_texts, kind="query", max_length=args.max_length, cache=args.cache_dir)
-    queries = all_queries[
-        np.sort(rng.choice(len(all_queries), min(args.queries, len(all_queries)), replace=False))
-    ]
+    # Embed whole chunks of the (shortest-first) pool: only as many as --n needs.
+    wanted = min(len(base_texts), -(-args.n // EMBED_CHUNK) * EMBED_CHUNK)
+    real = embed(base_texts[:wanted], kind="document", max_length=args.max_length, cache=args.cache_dir)
+    chosen = np.sort(rng.choice(len(query_texts), min(args.queries, len(query_texts)), replace=False))
+    queries = embed(
+        [query_texts[i] for i in chosen], kind="query", max_length=args.max_length, cache=args.cache_dir
+    )
     n_real = min(args.n, len(real))
-    base = real[rng.permutation(len(real))[:n_real]]
+    order = rng.permutation(n_real) if args.n <= len(real) else rng.permutation(len(real))
+    base = real[order]
     if args.n > n_real:
         base = np.concatenate([base, mix(real, args.n - n_real)])
-    from kalm_rag.index.exact import top_k
+    if args.filtered:
+        if args.n > n_real:
+            raise SystemExit(f"--filtered needs real vectors only: --n at most {len(real)}")
+        from _index_filtered import prepare_filtered
 
-    truth, _ = top_k(queries, base, 10, "dot")
-    data = folder / "data.npz"
-    np.savez(data, base=base, queries=queries, truth=truth)
+        data = prepare_filtered(
+            base, queries, [base_texts[i] for i in order], [query_texts[i] for i in chosen], folder
+        )
+    else:
+        from kalm_rag.index.exact import top_k
+
+        truth, _ = top_k(queries, base, 10, "dot")
+        data = folder / "data.npz"
+        np.savez(data, base=base, queries=queries, truth=truth)
     return data, {
         "vectors": int(args.n),
         "real_vectors": int(n_real),
@@ -326,14 +363,29 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "kalm-rag" / "bench")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--name", default=None, help="results file stem (default index_<n>)")
+    parser.add_argument("--embed-only", action="store_true", help="fill the embedding cache and stop")
+    parser.add_argument(
+        "--filtered",
+        action="store_true",
+        help="filtered search at 50/10/1/0.1%% selectivity, every backend at defaults (+ hybrid)",
+    )
+    parser.add_argument("--filtered-budget-s", type=float, default=30.0, help="query time per backend")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        if args.filtered:
+            from _index_filtered import run_case
+
+            print(json.dumps(run_case(args.worker, args.data, args.filtered_budget_s)))
+            return
         print(json.dumps(run_cases(args.worker.split("+"), args.data, args)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         data, meta = prepare(args, Path(tmp))
+        if args.embed_only:
+            print(json.dumps(meta))
+            return
         meta.update(
             threads=args.threads,
             m=args.m,
@@ -343,6 +395,9 @@ def main() -> None:
             qdrant_ef=args.qdrant_ef,
             machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         )
+        if args.filtered:
+            run_filtered(args, data, meta)
+            return
         results = []
         for group in args.groups.split(","):
             cmd = [sys.executable, __file__, "--worker", group, "--data", str(data), *sys.argv[1:]]
@@ -350,6 +405,26 @@ def main() -> None:
             results += json.loads(done.stdout.strip().splitlines()[-1])
             print(json.dumps(results[-1]), file=sys.stderr)
         report(results, meta, args.out, args.name or f"index_{args.n}")
+
+
+def run_filtered(args: argparse.Namespace, data: Path, meta: dict[str, Any]) -> None:
+    from _index_filtered import FILTERS, masks
+    from _index_filtered import report as report_filtered
+
+    cases = ("exact", "kalm-hnsw", "qdrant-edge", "qdrant-local")
+    groups = [g for group in args.groups.split(",") for g in group.split("+") if g in cases]
+    results = []
+    for case in groups:
+        cmd = [sys.executable, __file__, "--worker", case, "--data", str(data), *sys.argv[1:]]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"{case} failed:\n{done.stderr[-4000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), file=sys.stderr)
+    bundle = np.load(data)
+    meta["_masks"] = masks({name: bundle[f"col_{name}"] for name in ("day", "tenant", "source")})
+    assert set(meta["_masks"]) == set(FILTERS)
+    report_filtered(results, meta, args.out, args.name or f"index_filtered_{args.n}")
 
 
 if __name__ == "__main__":

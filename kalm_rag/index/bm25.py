@@ -22,7 +22,8 @@ import numpy as np
 
 from kalm_rag.errors import ConfigError, InvalidInputError, require
 from kalm_rag.index.base import IndexContext, PathType, Payload, SearchHit, make_hit
-from kalm_rag.index.filters import Filter, matches, parse_filter
+from kalm_rag.index.filters import Filter, parse_filter
+from kalm_rag.index.payload_index import CachedPayloadMasks
 from kalm_rag.index.rwlock import ReadWriteLock
 from kalm_rag.index.storage import (
     check_backend,
@@ -64,6 +65,7 @@ class BM25Index(IndexContext):
         self._texts: list[str] = []
         self._tokens: list[list[str]] = []
         self._payloads: list[Payload | None] = []
+        self._masks = CachedPayloadMasks()
         self._engine: Any = None  # bm25s.BM25 over the current rows; None when stale
         self._lock = ReadWriteLock()
         self._build_lock = threading.Lock()
@@ -145,7 +147,8 @@ class BM25Index(IndexContext):
             engine = self._current_engine()
             mask = None
             if node is not None:
-                mask = np.fromiter((matches(node, p) for p in self._payloads), dtype=np.float32, count=n)
+                # rebuilt with the engine after writes: the engine object marks the version
+                mask = self._masks.allowed(engine, self._payloads, node, n).astype(np.float32)
             out: list[list[SearchHit]] = []
             for query in query_list:
                 tokens = tokenize(query)

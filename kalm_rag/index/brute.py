@@ -14,7 +14,8 @@ import numpy.typing as npt
 from kalm_rag.errors import InvalidInputError
 from kalm_rag.index.base import IndexContext, PathType, Payload, SearchHit, StoredItem, make_hit
 from kalm_rag.index.exact import top_k
-from kalm_rag.index.filters import Filter, matches, parse_filter
+from kalm_rag.index.filters import Filter, parse_filter
+from kalm_rag.index.payload_index import CachedPayloadMasks
 from kalm_rag.index.rwlock import ReadWriteLock
 from kalm_rag.index.storage import (
     check_backend,
@@ -49,6 +50,8 @@ class BruteForceIndex(IndexContext):
         self._rows: dict[str, int] = {}
         self._payloads: list[Payload | None] = []
         self._lock = ReadWriteLock()
+        self._version = object()  # replaced on every write: filter masks are rebuilt after it
+        self._masks = CachedPayloadMasks()
 
     @property
     def dim(self) -> int:
@@ -90,6 +93,7 @@ class BruteForceIndex(IndexContext):
             self._reserve(len(self._ids))
             self._vectors[rows] = matrix
             self._sq_norms[rows] = np.einsum("ij,ij->i", matrix, matrix)
+            self._version = object()
 
     def search(
         self,
@@ -105,7 +109,7 @@ class BruteForceIndex(IndexContext):
             n = len(self._ids)
             mask = None
             if node is not None:
-                mask = np.fromiter((matches(node, p) for p in self._payloads), dtype=bool, count=n)
+                mask = self._masks.allowed(self._version, self._payloads, node, n)
             rows, scores = top_k(
                 query_matrix, self._vectors[:n], k, self._metric, mask=mask, sq_norms=self._sq_norms[:n]
             )
@@ -136,6 +140,7 @@ class BruteForceIndex(IndexContext):
                 self._ids.pop()
                 self._payloads.pop()
                 removed += 1
+                self._version = object()
         return removed
 
     def get(self, ids: Sequence[str]) -> list[StoredItem | None]:

@@ -15,7 +15,8 @@ Items are integer labels. ``allowed(node, size)`` returns a boolean mask over ``
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -152,3 +153,29 @@ class PayloadIndex:
         if node.lt is not None:
             hi = min(hi, int(np.searchsorted(values, node.lt, "left")))
         return labels[lo:hi] if lo < hi else _EMPTY
+
+
+class CachedPayloadMasks:
+    """A PayloadIndex over a row-ordered payload list, rebuilt when ``version`` changes.
+
+    For backends whose rows move on writes (BruteForceIndex, BM25Index): the first filtered
+    search after a write rebuilds the index once (what one unindexed filtered search used to
+    cost), and later ones evaluate the filter with numpy.
+    """
+
+    def __init__(self) -> None:
+        self._version: object = None
+        self._index: PayloadIndex | None = None
+        self._lock = threading.Lock()
+
+    def allowed(
+        self, version: object, payloads: Sequence[Mapping[str, Any] | None], node: Filter, size: int
+    ) -> npt.NDArray[np.bool_]:
+        with self._lock:  # searches run concurrently: one of them rebuilds
+            if self._index is None or self._version is not version:
+                index = PayloadIndex()
+                for row, payload in enumerate(payloads):
+                    index.add(row, payload)
+                self._index, self._version = index, version
+            index = self._index
+        return index.allowed(node, size)
