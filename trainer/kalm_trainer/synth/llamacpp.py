@@ -70,7 +70,7 @@ class LlamaCppChatModel:
         seed: int = 0,
     ) -> LlamaCppChatModel:
         try:
-            from llama_cpp import Llama
+            from llama_cpp import Llama  # type: ignore[import-not-found,import-untyped,unused-ignore]
         except ImportError as exc:
             raise MissingDependencyError(_INSTALL) from exc
         path = resolve_gguf(model)
@@ -91,7 +91,7 @@ class LlamaCppChatModel:
             return None
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
-            from llama_cpp import LlamaGrammar
+            from llama_cpp import LlamaGrammar  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
             self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
         return self._grammars[key]

@@ -28,7 +28,7 @@ class StageCounts:
     retries: int = 0  # re-asks sent
     recovered: int = 0  # jobs that succeeded on a retry
     dropped: int = 0  # jobs that failed every attempt
-    constrained: bool = False  # the requests carried the stage's JSON schema
+    constrained: bool = False  # the backend decoded under the stage's JSON schema
     reasons: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -45,7 +45,8 @@ class StageCounts:
         return self.first_try_json_ok / self.requested if self.requested else 1.0
 
     def as_dict(self, prefix: str) -> dict[str, Any]:
-        names = ("requested", "ok", "first_try_ok", "first_try_json_ok", "malformed", "malformed_content")
+        names: tuple[str, ...] = ("requested", "ok", "first_try_ok", "first_try_json_ok", "malformed")
+        names += ("malformed_content",)
         names += ("request_errors", "retries", "recovered", "dropped")
         out: dict[str, Any] = {f"{prefix}_{name}": getattr(self, name) for name in names}
         out[f"{prefix}_first_try_rate"] = round(self.first_try_rate, 4)
@@ -73,7 +74,9 @@ def ask_until_valid(
     A retry re-sends the same conversation with a new seed: with sampling on, the model
     answers differently. With temperature 0 a retry only helps against transient errors.
     """
-    counts = StageCounts(requested=len(conversations), constrained=schema is not None)
+    # backends say whether they decode under the schema with a ``constrain`` attribute
+    constrained = schema is not None and bool(getattr(llm, "constrain", False))
+    counts = StageCounts(requested=len(conversations), constrained=constrained)
     results: list[T | None] = [None] * len(conversations)
     todo = list(range(len(conversations)))
     for attempt in range(max_retries + 1):

@@ -41,12 +41,13 @@ def run_synth_step(config: SynthConfig, inputs: Sequence[Path], output_dir: Path
     if not inputs:
         raise ConfigError("step 'synthesize' needs a personas file as input (.txt or .jsonl)")
     personas = load_personas(inputs)
-    result = generate_synthetic(load_chat_model(config.llm), personas, config)
+    llm = config.llm.resolved()  # "auto" becomes the backend and model used, for the manifest
+    result = generate_synthetic(load_chat_model(llm), personas, config)
     write_examples(output_dir / "examples.jsonl", result.examples)
     write_jsonl(
         output_dir / "instructions.jsonl", ({"task": t, "instruction": i} for t, i in result.instructions)
     )
-    return result.stats
+    return {"llm_backend": llm.backend, "llm_model": llm.model, **result.stats}
 
 
 def run_personas_step(config: PersonasConfig, inputs: Sequence[Path], output_dir: Path) -> dict[str, Any]:
@@ -54,8 +55,9 @@ def run_personas_step(config: PersonasConfig, inputs: Sequence[Path], output_dir
     if not inputs:
         raise ConfigError("step 'personas_from_corpus' needs corpus files as input")
     texts = corpus_texts(inputs, max_texts=config.max_texts, seed=config.seed)
+    llm = config.llm.resolved()
     personas, stats = personas_from_texts(
-        load_chat_model(config.llm),
+        load_chat_model(llm),
         texts,
         sampling=Sampling(config.max_new_tokens, config.temperature, config.top_p),
         max_retries=config.max_retries,
@@ -66,4 +68,4 @@ def run_personas_step(config: PersonasConfig, inputs: Sequence[Path], output_dir
     with atomic_text_file(output_dir / "personas.txt") as handle:
         for persona in personas:
             handle.write(persona.replace("\n", " ") + "\n")
-    return {"texts": len(texts), **stats}
+    return {"llm_backend": llm.backend, "llm_model": llm.model, "texts": len(texts), **stats}
