@@ -14,6 +14,7 @@ whose manifest still matches, so changing one field re-runs that step and what f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -112,13 +113,13 @@ class _Run:
 
     # -- steps --------------------------------------------------------------------------------
     def run_data(self, name: str) -> tuple[Manifest, bool]:
-        from kalm_trainer.data.steps import run_step
+        from kalm_trainer.distributed_steps import run_data_step
 
         step = self.recipe.data[name]
         inputs = self.data_files(step.inputs, f"data.{name}.inputs")
-        # the main process runs the step; the others then find its manifest and skip it
-        with self.state.main_process_first():
-            manifest = run_step(step.step, step.config, inputs, self.data_dir(name), force=False)
+        # encoding steps run on every process, sharded; the others on the main process while
+        # the rest poll for its manifest (no collective that could time out)
+        manifest = run_data_step(self.state, step.step, step.config, inputs, self.data_dir(name))
         return manifest, manifest.skipped
 
     def run_stage(self, name: str) -> tuple[Manifest, bool]:
@@ -138,6 +139,13 @@ class _Run:
         if is_done(found, f"stage.{name}", identity, inputs):
             assert found is not None
             return found, True
+        if stage.teacher:  # scored once for all processes (sharded), cached beside the data
+            from kalm_trainer.distributed_steps import score_with_teacher
+
+            teacher = self.model_ref(stage.teacher)
+            scored = score_with_teacher(self.state, teacher, files, self.out / "teacher" / name)
+            files = [scored.output_dir / "examples.jsonl"]
+            stage = dataclasses.replace(stage, teacher="")
         result = train_stage(
             stage,
             model_section=self.recipe.model,

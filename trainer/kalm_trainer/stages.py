@@ -27,6 +27,7 @@ from kalm_trainer.collate import EmbeddingCollator, ExampleDataset
 from kalm_trainer.data.jsonl import read_examples
 from kalm_trainer.data.sampler import batch_text_keys, plan_global_batches
 from kalm_trainer.data.schema import TrainingExample
+from kalm_trainer.data.store import IndexedExamples
 from kalm_trainer.launchers import check_gradcache_launcher
 from kalm_trainer.losses import LossConfig
 from kalm_trainer.model import EmbeddingModel
@@ -62,8 +63,8 @@ def planned_steps(examples: Sequence[TrainingExample], stage: StageSection, seed
         seed=seed,
         epoch=0,
         text_keys=[batch_text_keys(ex) for ex in examples],
-    )
         min_batch=int(os.environ.get("WORLD_SIZE", "1")),  # as the sampler plans it per process
+    )
     per_epoch = len(plan.batches)
     if per_epoch == 0:
         raise ConfigError(
@@ -127,6 +128,46 @@ def load_stage_examples(files: Sequence[Path], stage: StageSection) -> list[Trai
     return examples
 
 
+def stage_data(
+    stage: StageSection, files: Sequence[Path], *, checkpoint_dir: Path, seed: int
+) -> tuple[ExampleDataset | IndexedExamples, int, int]:
+    """The stage's dataset, optimiser steps and batches per epoch. ``streaming`` stages read an
+    on-disk index (built by the main process beside ``checkpoint_dir``; the others wait for it
+    by polling, not in a collective that would time out); the others load the examples."""
+    if not stage.streaming:
+        examples = load_stage_examples(files, stage)
+        steps, per_epoch = planned_steps(examples, stage, seed)
+        return ExampleDataset(examples), steps, per_epoch
+    if stage.teacher:
+        raise ConfigError(
+            "a streaming stage gets teacher scores from the recipe pipeline (`kalm-train run`), "
+            "which scores the data once, sharded across processes, and caches the result"
+        )
+    from kalm_trainer.data.store import open_index
+    from kalm_trainer.data.store_sampler import IndexedBatchSampler
+    from kalm_trainer.waiting import failure_marker
+
+    folder = checkpoint_dir.with_name(checkpoint_dir.name + ".index")
+    failed = failure_marker(folder)
+    main = process_state().is_main_process
+    try:
+        index = open_index(files, folder, build=main, failed=failed)
+    except Exception as exc:
+        if main:
+            failed.write_text(f"{type(exc).__name__}: {exc}", encoding="utf-8")
+        raise
+    if main:
+        failed.unlink(missing_ok=True)
+    sampler = IndexedBatchSampler(index, batch_size=stage.batch_size, ratio=stage.task_ratio, seed=seed)
+    per_epoch = len(sampler)
+    if per_epoch == 0:
+        raise ConfigError(
+            f"{index.count} examples form no full batch of {stage.batch_size}; lower batch_size or add data"
+        )
+    logger.info("streaming %d examples from %d file(s); index in %s", index.count, len(files), folder)
+    return IndexedExamples(index), sampler.steps(stage.epochs, stage.max_steps), per_epoch
+
+
 def _prepare_checkpoints(checkpoint_dir: Path, identity: Mapping[str, Any], restart: bool) -> None:
     """Keep checkpoints of this very stage (to resume from); move those of another
     configuration aside (never resume from them, never silently delete days of training)."""
@@ -170,8 +211,7 @@ def train_stage(
 
     check_gradcache_launcher(stage.gradcache_chunk, where="stage")
     state = process_state()
-    examples = load_stage_examples(data_files, stage)
-    steps, per_epoch = planned_steps(examples, stage, seed)
+    dataset, steps, per_epoch = stage_data(stage, data_files, checkpoint_dir=checkpoint_dir, seed=seed)
     with state.main_process_first():
         if state.is_main_process:
             _prepare_checkpoints(checkpoint_dir, identity, restart)
@@ -200,7 +240,7 @@ def train_stage(
         model=model,
         args=training_arguments(stage, checkpoint_dir=checkpoint_dir, seed=seed, steps=steps),
         data_collator=collator,
-        train_dataset=ExampleDataset(examples),
+        train_dataset=dataset,
         loss_config=stage_loss_config(stage),
         batch_size=stage.batch_size,
         task_ratio=stage.task_ratio,
@@ -214,8 +254,10 @@ def train_stage(
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     runtime = float(output.metrics.get("train_runtime", 0.0)) or 1e-9
     stats = {
-        "examples": len(examples),
+        "examples": len(dataset),
+        "streaming": stage.streaming,
         "batches_per_epoch": per_epoch,
+        "batch_plan": trainer.batch_plan_stats(),
         "steps": trainer.state.global_step,
         "resumed_from": resume,
         "final_loss": losses[-1] if losses else None,
@@ -228,4 +270,3 @@ def train_stage(
         "world_size": trainer.args.world_size,
     }
     return StageResult(model, final, stats)
-        "batch_plan": trainer.batch_plan_stats(),

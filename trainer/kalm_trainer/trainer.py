@@ -23,8 +23,10 @@ from transformers import Trainer, TrainerCallback
 from kalm_rag.errors import ConfigError
 from kalm_trainer.collate import ExampleDataset
 from kalm_trainer.data.sampler import SemiHomogeneousBatchSampler
+from kalm_trainer.data.store import IndexedExamples
 from kalm_trainer.losses import LossConfig, kalm_contrastive_loss
 from kalm_trainer.model import EmbeddingModel
+from kalm_trainer.progress_callback import StepProgressCallback
 
 __all__ = ["KalmTrainer"]
 
@@ -52,19 +54,32 @@ class KalmTrainer(Trainer):  # type: ignore[misc]
         from kalm_trainer.launchers import check_gradcache_launcher
 
         check_gradcache_launcher(gradcache_chunk, deepspeed=bool(self.is_deepspeed_enabled) or None)
-        if not isinstance(self.train_dataset, ExampleDataset):
-            raise ConfigError("KalmTrainer needs its train_dataset as an ExampleDataset")
-        self.examples: ExampleDataset = self.train_dataset
+        if not isinstance(self.train_dataset, ExampleDataset | IndexedExamples):
+            raise ConfigError("KalmTrainer needs its train_dataset as an ExampleDataset or IndexedExamples")
+        self.examples: ExampleDataset | IndexedExamples = self.train_dataset
         self.loss_config = loss_config
         self.global_batch_size = batch_size
         self.task_ratio = task_ratio
         self.gradcache_chunk = gradcache_chunk
         self._batch_sampler: SemiHomogeneousBatchSampler | None = None
         self.add_callback(_SamplerEpochCallback(self))
+        self.add_callback(StepProgressCallback())  # step, loss, s/step and ETA in the log
 
     # -- data ---------------------------------------------------------------------------------
     def batch_sampler(self) -> SemiHomogeneousBatchSampler:
+        if self._batch_sampler is None and isinstance(self.examples, IndexedExamples):
+            from kalm_trainer.data.store_sampler import IndexedBatchSampler
+
+            self._batch_sampler = IndexedBatchSampler(
+                self.examples.index,
+                batch_size=self.global_batch_size,
+                ratio=self.task_ratio,
+                seed=self.args.seed,
+                num_replicas=self.args.world_size,
+                rank=self.args.process_index,
+            )
         if self._batch_sampler is None:
+            assert isinstance(self.examples, ExampleDataset)
             self._batch_sampler = SemiHomogeneousBatchSampler.from_examples(
                 self.examples.examples,
                 batch_size=self.global_batch_size,
@@ -74,6 +89,13 @@ class KalmTrainer(Trainer):  # type: ignore[misc]
                 rank=self.args.process_index,
             )
         return self._batch_sampler
+
+    def batch_plan_stats(self) -> dict[str, int]:
+        """Counts of the current epoch's batch plan (mixed batches and items, items dropped)."""
+        sampler = self.batch_sampler()
+        if type(sampler) is SemiHomogeneousBatchSampler:
+            return sampler.plan_stats()
+        return dict(getattr(sampler, "stats", {}))  # a subclass that keeps its own counts
 
     def get_train_dataloader(self) -> DataLoader[Any]:
         sampler = self.batch_sampler()
@@ -88,13 +110,6 @@ class KalmTrainer(Trainer):  # type: ignore[misc]
         # expects full batches of the sampler's batch_size). The Trainer moves inputs to the
         # device itself, and skipping batches on resume works on a plain DataLoader too.
         return DataLoader(
-    def batch_plan_stats(self) -> dict[str, int]:
-        """Counts of the current epoch's batch plan (mixed batches and items, items dropped)."""
-        sampler = self.batch_sampler()
-        if type(sampler) is SemiHomogeneousBatchSampler:
-            return sampler.plan_stats()
-        return dict(getattr(sampler, "stats", {}))  # a subclass that keeps its own counts
-
             self.examples,
             batch_sampler=sampler,
             collate_fn=self.data_collator,
@@ -197,7 +212,7 @@ class KalmTrainer(Trainer):  # type: ignore[misc]
             return
         folder = str(output_dir or self.args.output_dir)
         model = self.accelerator.unwrap_model(self.model)
-        model.save(folder, state_dict=state_dict)
+        save_into_shared_folder(model, folder, state_dict=state_dict)
         torch.save(self.args, os.path.join(folder, "training_args.bin"))
 
     def _load_from_checkpoint(
@@ -209,6 +224,28 @@ class KalmTrainer(Trainer):  # type: ignore[misc]
             return
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
         target.load_weights(resume_from_checkpoint)
+
+
+def save_into_shared_folder(model: EmbeddingModel, folder: str, *, state_dict: dict[str, Any] | None) -> None:
+    """Save the SDK model files into ``folder`` without replacing the folder: during a
+    multi-process run the other ranks write their own files into the same checkpoint folder
+    (``rng_state_<rank>.pth``) while the main process saves the model. The model is written
+    to a temporary sibling (atomically) and its files are then renamed in one by one."""
+    import shutil
+    from pathlib import Path
+
+    target = Path(folder)
+    tmp = target.with_name(f".{target.name}.model-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp, state_dict=state_dict)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(tmp.rglob("*"), key=lambda p: len(p.parts)):
+        destination = target / path.relative_to(tmp)
+        if path.is_dir():
+            destination.mkdir(exist_ok=True)
+        else:
+            os.replace(path, destination)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _SamplerEpochCallback(TrainerCallback):  # type: ignore[misc]

@@ -137,6 +137,8 @@ def load_encoder(model: str | None = None, *, device: str | None = None) -> Text
     Cached: a recipe that filters and then mines with the same model loads it once.
     """
     from kalm_rag.encoder import Encoder
+    from kalm_trainer.data.sharded import ShardedEncoder
 
-    encoder: TextEncoder = Encoder.from_pretrained(model, device=device)
+    # sharded across processes inside kalm_trainer.data.sharded.sharded_encoding(); else as is
+    encoder: TextEncoder = ShardedEncoder(Encoder.from_pretrained(model, device=device))
     return encoder
