@@ -173,18 +173,41 @@ class _Run:
 
         soup = self.recipe.soup
         assert soup is not None
-        folders = self.soup_folders(soup.models)
+        folders = self.soup_folders(soup.models, last_n=soup.last_n)
         if soup.weights and len(soup.weights) != len(folders):
             raise ConfigError(
                 f"{self.recipe.source}: soup.weights has {len(soup.weights)} values for "
                 f"{len(folders)} models ({[str(f) for f in folders]})"
             )
-        inputs = [w for folder in folders for w in weight_files(str(folder))]
-        config = {"models": [str(f) for f in folders], "weights": list(soup.weights)}
+        dev_files = self.data_files(soup.dev_data, "soup.dev_data")
+        inputs = [w for folder in folders for w in weight_files(str(folder))] + dev_files
+        config = {
+            "models": [str(f) for f in folders],
+            "weights": list(soup.weights),
+            "last_n": soup.last_n,
+            "dev_data": [str(f) for f in dev_files],
+            "dev_tolerance": soup.dev_tolerance,
+            "dev_max_examples": soup.dev_max_examples,
+        }
 
         def body(_config: Any, _inputs: list[Path], tmp: Path) -> dict[str, Any]:
-            soup_checkpoints(folders, tmp / "model", weights=list(soup.weights) or None)
-            return {"models": len(folders)}
+            chosen, weights = list(folders), list(soup.weights)
+            stats: dict[str, Any] = {"candidates": [str(f) for f in folders]}
+            if dev_files:
+                from kalm_trainer.soup_select import accepted_by_dev, load_dev_examples, score_models
+
+                examples = load_dev_examples(
+                    dev_files, max_examples=soup.dev_max_examples, seed=self.recipe.run.seed
+                )
+                scores = score_models(folders, examples)
+                keep = accepted_by_dev(scores, soup.dev_tolerance)
+                chosen = [folders[i] for i in keep]
+                weights = [weights[i] for i in keep] if weights else []
+                stats["dev_examples"] = len(examples)
+                stats["dev_mrr_at_10"] = {str(f): s for f, s in zip(folders, scores, strict=True)}
+                logger.info("soup: dev check keeps %d of %d models", len(chosen), len(folders))
+            soup_checkpoints(chosen, tmp / "model", weights=weights or None)
+            return {**stats, "models": len(chosen), "averaged": [str(f) for f in chosen], "weights": weights}
 
         folder = self.out / "soup"
         manifest = self._main_only(
@@ -192,9 +215,10 @@ class _Run:
         )
         return manifest, manifest.skipped
 
-    def soup_folders(self, refs: Sequence[str]) -> list[Path]:
+    def soup_folders(self, refs: Sequence[str], *, last_n: int = 0) -> list[Path]:
         from kalm_rag.resolve import resolve_model
         from kalm_trainer.checkpoints import complete_checkpoints
+        from kalm_trainer.soup_select import last_checkpoints
 
         folders: list[Path] = []
         for ref in refs:
@@ -205,7 +229,7 @@ class _Run:
                     raise ConfigError(
                         f"soup.models: {ref!r}: stage {stage!r} saved no checkpoints (save_steps?)"
                     )
-                folders.extend(found)
+                folders.extend(last_checkpoints(found, last_n))
             else:
                 folders.append(resolve_model(self.model_ref(ref)).folder)
         return folders

@@ -159,5 +159,22 @@ class SoupSection(StepConfig):
     #: "@<stage>" (its final model), "@<stage>:checkpoints" (every checkpoint it saved),
     #: "@base", or model folders
     models: tuple[str, ...] = ()
-    #: one positive weight per model (after expanding ":checkpoints"); empty = uniform
+    #: one positive weight per model (after expanding ":checkpoints" and ``last_n``; models the
+    #: dev check rejects drop out with their weights); empty = uniform
     weights: tuple[float, ...] = ()
+    #: keep only the last N checkpoints (by step) of each "@<stage>:checkpoints" entry; 0 = all.
+    #: Early checkpoints are barely trained: averaging them in pulls the soup back
+    last_n: int = 0
+    #: dev check: "@<data step>" or JSONL files of pairs / examples. Every ingredient is scored
+    #: (MRR@10 of the positives among each task's candidates) and only those within
+    #: ``dev_tolerance`` of the best score are averaged; scores go to the manifest. [] = none
+    dev_data: tuple[str, ...] = ()
+    dev_tolerance: float = 0.01
+    #: dev examples scored per ingredient (a seeded sample; 0 = all)
+    dev_max_examples: int = 500
+
+    def __post_init__(self) -> None:
+        if self.last_n < 0:
+            raise ConfigError(f"soup.last_n must be >= 0 (0 = every checkpoint), got {self.last_n}")
+        if self.dev_tolerance < 0 or self.dev_max_examples < 0:
+            raise ConfigError("soup.dev_tolerance and soup.dev_max_examples must be >= 0")

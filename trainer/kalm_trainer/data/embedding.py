@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from kalm_rag.instructions import TaskType
 from kalm_trainer.data.schema import TrainingExample
+from kalm_trainer.progress import show_encoder_progress
 
 __all__ = [
     "CandidatePool",
@@ -98,7 +99,10 @@ def encode_queries(encoder: TextEncoder, examples: Sequence[TrainingExample]) ->
     out: FloatArray | None = None
     for (instruction, task_type), positions in groups.items():
         texts = [examples[p].query for p in positions]
-        vectors = _matrix(encoder.encode_query(texts, instruction=instruction, task=task_type), len(texts))
+        progress = show_encoder_progress(encoder, len(texts))
+        vectors = _matrix(
+            encoder.encode_query(texts, instruction=instruction, task=task_type, **progress), len(texts)
+        )
         if out is None:
             out = np.empty((len(examples), vectors.shape[1]), dtype=np.float32)
         out[positions] = vectors
@@ -117,10 +121,11 @@ def encode_documents(
     encoder: TextEncoder, texts: Sequence[str], task_type: TaskType, instruction: str | None = None
 ) -> FloatArray:
     """Embed candidate texts as the trainer's collator prefixes them for ``task_type``."""
+    progress = show_encoder_progress(encoder, len(texts))
     if instruction is not None and takes_instructions(encoder):
-        vectors = encoder.encode_document(list(texts), task=task_type, instruction=instruction)
+        vectors = encoder.encode_document(list(texts), task=task_type, instruction=instruction, **progress)
     else:
-        vectors = encoder.encode_document(list(texts), task=task_type)
+        vectors = encoder.encode_document(list(texts), task=task_type, **progress)
     return _matrix(vectors, len(texts))
 
 

@@ -31,6 +31,7 @@ from kalm_trainer.data.embedding import (
 from kalm_trainer.data.jsonl import OnError, read_examples, write_examples
 from kalm_trainer.data.schema import TrainingExample
 from kalm_trainer.data.search import TIE_TOLERANCE, count_scores_above
+from kalm_trainer.progress import ProgressLog
 
 __all__ = [
     "FilterConfig",
@@ -132,6 +133,7 @@ def filter_ranking_consistency(
     """Keep the examples whose best positive ranks in the top ``top_k`` of their task's pool."""
     ranks = np.zeros(len(examples), dtype=np.int64)
     groups = group_by_task(examples)
+    progress = ProgressLog("filter_ranking", len(examples))
     for task, positions in groups.items():
         group = [examples[p] for p in positions]
         if any(not ex.positives for ex in group):
@@ -146,6 +148,7 @@ def filter_ranking_consistency(
         ranks[positions] = best_positive_ranks_from_embeddings(
             query_vectors, pool_vectors, positive_ids, exclude, device=device
         )
+        progress.update(len(group), f"task {task}: {len(group)} queries, {len(pool.texts)} candidates")
     result = FilterResult(kept=[], ranks=[int(r) for r in ranks])
     for task in groups:  # every task appears in the report, also with zero drops
         result.kept_per_task[task] += 0

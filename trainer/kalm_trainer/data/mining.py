@@ -35,6 +35,7 @@ from kalm_trainer.data.embedding import (
 from kalm_trainer.data.jsonl import OnError, read_examples, write_examples
 from kalm_trainer.data.schema import TrainingExample
 from kalm_trainer.data.search import top_k_search
+from kalm_trainer.progress import ProgressLog
 
 __all__ = [
     "MineConfig",
@@ -119,6 +120,7 @@ def mine_hard_negatives(
     check_mining_args(n, window)
     out: list[TrainingExample | None] = [None] * len(examples)
     counts: Counter[str] = Counter()
+    progress = ProgressLog("mine_negatives", len(examples))
     for task, positions in group_by_task(examples).items():
         group = [examples[p] for p in positions]
         if any(not ex.positives for ex in group):
@@ -159,6 +161,7 @@ def mine_hard_negatives(
             out[position] = ex.with_negatives(
                 [pool.texts[i] for i in picked.ids], [label_of.get(i) for i in picked.ids]
             )
+        progress.update(len(group), f"task {task}: {len(group)} queries, {len(pool.texts)} candidates")
     return MiningResult([ex for ex in out if ex is not None], counts)
 
 
