@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +63,19 @@ def evaluate(model: str | Path, max_length: int) -> dict[str, Any]:
     per task. Same prompts, metrics and numbers as bench_retrieval.py (retrieval: e5's
     ``query: `` / ``passage: ``; bitext and STS symmetric, ``query: `` on both sides; trec_eval
     nDCG@10, nearest-neighbour bitext accuracy, scipy Spearman), but every distinct text is
-    encoded once (LeeSTS's 400 sides are 50 documents)."""
+    encoded once (LeeSTS's 400 sides are 50 documents). LeeSTS (50 documents, seconds) is always
+    read at EVAL_MAX_LENGTH; ``max_length`` applies to the other three tasks."""
     from kalm_rag import Encoder
 
     encoder = Encoder.from_pretrained(str(model), max_length=max_length, dtype="float32")
+    full = encoder
+    if max_length != EVAL_MAX_LENGTH:
+        full = Encoder.from_pretrained(str(model), max_length=EVAL_MAX_LENGTH, dtype="float32")
     scores: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
     for task in TASKS:
         started = time.perf_counter()
-        scores[task] = EVALUATORS[task](encoder, _common.DEV_DATA / task)
+        scores[task] = EVALUATORS[task](full if task == "LeeSTS" else encoder, _common.DEV_DATA / task)
         seconds[task] = round(time.perf_counter() - started, 1)
     return {"scores": scores, "summary": summarize(scores), "seconds": seconds, "max_length": max_length}
 
@@ -256,23 +261,22 @@ def phase_main(report: Report, work: Path) -> None:
     print(f"main phase {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def ablation_variants(work: Path, main_out: Path) -> dict[str, list[str]]:
-    """Overrides per ablation variant; all train from the main run's data steps."""
+def ablation_variants(work: Path, main_out: Path) -> dict[str, Callable[[], list[str]]]:
+    """Overrides per ablation variant (made when the variant runs: "no filtering" mines first);
+    all train from the main run's data steps."""
     mined = main_out / "data" / "mined" / "examples.jsonl"
+
+    def on(path: Path, *more: str) -> Callable[[], list[str]]:
+        return lambda: [f'stage.finetune.data=["{path}"]', *more]
+
     return {
-        "reference (all on)": [f'stage.finetune.data=["{mined}"]'],
-        "no filtering": [f'stage.finetune.data=["{unfiltered_mined(work, main_out)}"]'],
-        "no hard negatives (in-batch only)": [
-            f'stage.finetune.data=["{mined}"]',
-            "stage.finetune.negatives=0",
-        ],
-        "no task batching (random batches)": [
-            f'stage.finetune.data=["{mined}"]',
-            "stage.finetune.task_ratio=0.0",
-        ],
-        "no focal (gamma 0)": [f'stage.finetune.data=["{mined}"]', "stage.finetune.loss.gamma=0.0"],
-        "no hard-negative mixing": [f'stage.finetune.data=["{mined}"]', "stage.finetune.loss.mix_k=0"],
-        "no multi-task mix (Debian pairs only)": [f'stage.finetune.data=["{debian_only(work, mined)}"]'],
+        "reference (all on)": on(mined),
+        "no multi-task mix (Debian pairs only)": lambda: on(debian_only(work, mined))(),
+        "no hard negatives (in-batch only)": on(mined, "stage.finetune.negatives=0"),
+        "no task batching (random batches)": on(mined, "stage.finetune.task_ratio=0.0"),
+        "no focal (gamma 0)": on(mined, "stage.finetune.loss.gamma=0.0"),
+        "no hard-negative mixing": on(mined, "stage.finetune.loss.mix_k=0"),
+        "no filtering": lambda: on(unfiltered_mined(work, main_out))(),
     }
 
 
@@ -298,18 +302,25 @@ def debian_only(work: Path, mined: Path) -> Path:
     return out
 
 
-def phase_ablation(report: Report, work: Path, seeds: list[int], steps: int, max_length: int) -> None:
+def phase_ablation(
+    report: Report, work: Path, seeds: list[int], steps: int, max_length: int, *, wait: bool = False
+) -> None:
     main_out = work / "main"
-    if not (main_out / "data" / "mined" / "manifest.json").is_file():
+    report.data["ablation_config"] = {"steps": steps, "eval_max_length": max_length, "seeds": seeds}
+    report.eval_once(f"e5 (before) @{max_length}", BASE_MODEL, max_length)
+    mined_manifest = main_out / "data" / "mined" / "manifest.json"
+    while wait and not mined_manifest.is_file():  # the main phase, in another process, makes it
+        time.sleep(20)
+    if not mined_manifest.is_file():
         from kalm_trainer.pipeline import run_recipe as run
         from kalm_trainer.recipe import load_recipe
 
         run(load_recipe(RECIPE, [f"run.output_dir={main_out}"]), until_step="data.mined")
-    report.data["ablation_config"] = {"steps": steps, "eval_max_length": max_length, "seeds": seeds}
-    report.eval_once(f"e5 (before) @{max_length}", BASE_MODEL, max_length)
     save_steps = max(steps // 3, 1)
-    for seed in seeds:
-        for index, (name, overrides) in enumerate(ablation_variants(work, main_out).items()):
+    # variant-major: every finished variant already has its spread over seeds
+    for index, (name, make_overrides) in enumerate(ablation_variants(work, main_out).items()):
+        for seed in seeds:
+            overrides = make_overrides()
             common = [
                 f"run.seed={seed}",
                 f"stage.finetune.max_steps={steps}",
@@ -385,6 +396,15 @@ def markdown(data: dict[str, Any]) -> str:
             "Target = the issue's number, or e5's own value where the issue asks for at least e5's.",
             "",
         ]
+        if after:
+            below = [
+                f"{task} {lang} ({fmt(after['scores'][task][lang])} < {fmt(value)})"
+                for task in TASKS
+                for lang, value in before["scores"][task].items()
+                if after["scores"][task].get(lang, 1.0) < value
+            ]
+            lines += [f"Languages where the soup is below e5: {', '.join(below) or 'none'}.", ""]
+        lines += []
         for task in TASKS:
             langs = list(before["scores"][task])
             lines += [f"### {task}", "", f"![{task}](train_multilingual_{task}.png)", "",
@@ -405,11 +425,13 @@ def markdown(data: dict[str, Any]) -> str:
         base = evals.get(f"e5 (before) @{ab['eval_max_length']}")
         lines += [
             f"## Ablation ({ab['steps']} steps per run, seeds {ab['seeds']}, eval at max length "
-            f"{ab['eval_max_length']}; mean ± std over seeds)",
+            f"{ab['eval_max_length']} tokens, LeeSTS {EVAL_MAX_LENGTH}; mean ± std over seeds)",
             "",
-            "Shorter runs than the recipe's and a shorter eval length, to fit the whole grid in the time "
-            "budget on 2 shared cores; compare rows with each other and with the reference, not with "
-            "the main table. Δ = variant - reference, paired by seed (mean ± std).",
+            "Shorter runs than the recipe's and a shorter eval length (the training length of passages), "
+            "to fit the whole grid in the time budget on 2 shared cores: compare rows with each other, "
+            "not with the main table. Every run trains from the main run's data steps (same sample, "
+            "filtering and mining); the seed changes batch order, negative choice and mixing. "
+            "Δ = variant - reference, paired by seed (mean ± std over seeds).",
             "",
             "![ablation](train_multilingual_ablation.png)",
             "",
@@ -510,10 +532,13 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--ablation-steps", type=int, default=12, help="optimiser steps per ablation run")
     parser.add_argument(
-        "--ablation-max-length", type=int, default=128, help="eval max length in the ablation"
+        "--ablation-max-length", type=int, default=64, help="eval max length in the ablation (LeeSTS: 256)"
     )
     parser.add_argument(
         "--recipe", default="multilingual", help="recipe name or file (default: the shipped one)"
+    )
+    parser.add_argument(
+        "--wait-for-main", action="store_true", help="ablation: wait for a main phase running elsewhere"
     )
     parser.add_argument("--render", action="store_true", help="only rewrite .md/.png from the .json files")
     args = parser.parse_args()
@@ -536,7 +561,14 @@ def main() -> int:
         phase_main(report, args.work)
         plots(report.data)
     if "ablation" in args.phases:
-        phase_ablation(report, args.work, args.seeds, args.ablation_steps, args.ablation_max_length)
+        phase_ablation(
+            report,
+            args.work,
+            args.seeds,
+            args.ablation_steps,
+            args.ablation_max_length,
+            wait=args.wait_for_main,
+        )
     report.data["timings_s"][f"total ({' + '.join(args.phases)})"] = round(time.perf_counter() - started, 1)
     report.save()
     plots(merged_results())
