@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -44,6 +45,58 @@ def corpus_sample(folder: Path, per_file: int, seed: int) -> list[str]:
     return texts
 
 
+def speed_probe(llm: Any, requests: int, max_tokens: int, seed: int) -> dict[str, Any]:
+    """Tokens/s on ``requests`` example-stage prompts (a fixed instruction, schema-constrained)."""
+    import numpy as np
+    from kalm_trainer.synth.llm import ChatMessage, Sampling
+    from kalm_trainer.synth.parse import MalformedOutput, parse_example
+    from kalm_trainer.synth.schemas import example_schema
+    from kalm_trainer.synth.tasks import SYNTH_TASKS, example_values, load_prompt, render_prompt
+
+    task = SYNTH_TASKS["short-long"]
+    instruction = (
+        "Given a question about a command-line tool, retrieve the manual page section that answers it"
+    )
+    rng = np.random.default_rng(seed)
+    conversations: list[list[ChatMessage]] = []
+    for _ in range(requests):
+        values = example_values(
+            task, rng, instruction=instruction, languages=("English",), bitext_languages=BITEXT_LANGUAGES
+        )
+        conversations.append(
+            [{"role": "user", "content": render_prompt(load_prompt(task.example_prompt), values)}]
+        )
+    usage = llm.usage
+    tokens_before = usage.completion_tokens
+    began, cpu_began = time.perf_counter(), time.process_time()
+    replies = llm.chat(
+        conversations,
+        sampling=Sampling(max_tokens, 0.8, 0.95),
+        seed=seed,
+        schema=example_schema(max_tokens * 4 // 3),
+    )
+    wall, cpu = time.perf_counter() - began, time.process_time() - cpu_began
+    tokens = usage.completion_tokens - tokens_before
+    parsed = 0
+    for reply in replies:
+        try:
+            parse_example(reply)
+            parsed += 1
+        except MalformedOutput:
+            pass
+    cores = len(os.sched_getaffinity(0))
+    return {
+        "requests": requests,
+        "parsed_first_try": parsed,
+        "completion_tokens": tokens,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "tokens_per_s": round(tokens / wall, 2),
+        "est_tokens_per_s_dedicated": round(tokens * cores / cpu, 2),
+        "replies": replies,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", default="auto", choices=["auto", "llamacpp", "transformers", "openai"])
@@ -61,6 +114,7 @@ def main() -> None:
     ap.add_argument("--max-retries", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-data", type=Path, default=TRAIN_DATA)
+    ap.add_argument("--speed-only", type=int, default=0, help="only time N example-stage requests")
     ap.add_argument("--label", default=None)
     ap.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = ap.parse_args()
@@ -83,6 +137,14 @@ def main() -> None:
     began = time.perf_counter()
     llm = load_chat_model(llm_config)
     load_s = time.perf_counter() - began
+    if args.speed_only:
+        probe = speed_probe(llm, args.speed_only, args.example_max_tokens, args.seed)
+        probe.update(label=label, machine=info, llm=llm_config.to_dict(), load_s=round(load_s, 1))
+        probe["load_average_after"] = machine_info()["load_average_1_5_15"]
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(args.out_dir / f"synth_speed_{label}.json", probe)
+        print(json.dumps({k: v for k, v in probe.items() if k not in ("replies", "machine", "llm")}))
+        return
 
     texts = corpus_sample(args.train_data, args.persona_texts, args.seed)
     began = time.perf_counter()
@@ -103,11 +165,13 @@ def main() -> None:
         bitext_languages=BITEXT_LANGUAGES,
         seed=args.seed,
     )
-    began = time.perf_counter()
+    usage = getattr(llm, "usage", None)  # local backends count tokens and seconds
+    tokens_before = usage.completion_tokens if usage is not None else 0
+    began, cpu_began = time.perf_counter(), time.process_time()
     result = generate_synthetic(llm, personas, config)
-    generate_s = time.perf_counter() - began
+    generate_s, generate_cpu_s = time.perf_counter() - began, time.process_time() - cpu_began
+    cores = len(os.sched_getaffinity(0))
 
-    usage = getattr(llm, "usage", None)
     stats: dict[str, Any] = result.stats
     payload: dict[str, Any] = {
         "label": label,
@@ -123,6 +187,11 @@ def main() -> None:
         "examples": len(result.examples),
         "examples_per_hour": round(3600 * len(result.examples) / generate_s, 1),
         "examples_per_hour_with_personas": round(3600 * len(result.examples) / (generate_s + persona_s), 1),
+        # CPU time of this process (all threads): on a shared machine the wall-clock rate says
+        # more about the neighbours than the model; this estimates a dedicated machine of as
+        # many cores (a lower bound where idle threads spin)
+        "generate_cpu_s": round(generate_cpu_s, 1),
+        "est_examples_per_hour_dedicated": round(3600 * len(result.examples) * cores / generate_cpu_s, 1),
     }
     if usage is not None:
         payload["usage"] = {
@@ -131,6 +200,10 @@ def main() -> None:
             "completion_tokens": usage.completion_tokens,
             "seconds": round(usage.seconds, 1),
             "completion_tokens_per_s": round(usage.completion_tokens_per_s, 2),
+            "generation_completion_tokens": usage.completion_tokens - tokens_before,
+            "est_generation_tokens_per_s_dedicated": round(
+                (usage.completion_tokens - tokens_before) * cores / generate_cpu_s, 2
+            ),
         }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / f"synth_{label}.json", payload)
@@ -156,7 +229,14 @@ def main() -> None:
     }
     rates["persona"] = (persona_stats["persona_first_try_json_rate"], persona_stats["persona_first_try_rate"])
     print(json.dumps({k: payload[k] for k in ("label", "load_s", "persona_s", "generate_s", "examples")}))
-    print("examples/hour:", payload["examples_per_hour"], "| usage:", payload.get("usage"))
+    print(
+        "examples/hour:",
+        payload["examples_per_hour"],
+        "(dedicated-machine estimate:",
+        payload["est_examples_per_hour_dedicated"],
+        ") | usage:",
+        payload.get("usage"),
+    )
     print("first-try rates (JSON shape, usable):", rates)
 
 

