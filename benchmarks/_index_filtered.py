@@ -245,7 +245,8 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any], out: Path, name:
         f"{f} ({selectivity[f]:.2%}) q/s | recall | speed vs unfiltered" for f in FILTERS
     )
     lines = [
-        f"# Filtered search: {meta['vectors']:,} real vectors x {meta['dim']}, default settings",
+        f"# Filtered search: {meta['vectors']:,} vectors x {meta['dim']} ({meta['real_vectors']:,} real, "
+        f"{meta['mixed_vectors']:,} mixed from real ones), default settings",
         "",
         f"{meta['queries']} held-out real queries (as many as fit the time budget are timed), k=10. "
         "Recall@10 against exact search over the items the filter allows. Single-query searches "

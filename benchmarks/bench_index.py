@@ -83,9 +83,12 @@ def real_texts() -> tuple[list[str], list[str]]:
 EMBED_CHUNK = 8192
 
 
-def embed(texts: list[str], *, kind: str, max_length: int, cache: Path) -> np.ndarray:
+def embed(
+    texts: list[str], *, kind: str, max_length: int, cache: Path, cached_only: bool = False
+) -> np.ndarray:
     """Embeddings of ``texts`` with the packaged model, cached in chunks of EMBED_CHUNK texts
-    (keyed by their content), so an interrupted run keeps what it finished."""
+    (keyed by their content), so an interrupted run keeps what it finished. ``cached_only``:
+    stop at the first chunk not in the cache (fewer rows come back)."""
     encoder: Any = None
     parts = []
     for start in range(0, len(texts), EMBED_CHUNK):
@@ -95,6 +98,8 @@ def embed(texts: list[str], *, kind: str, max_length: int, cache: Path) -> np.nd
         if file.exists():
             parts.append(np.load(file))
             continue
+        if cached_only:
+            break
         if encoder is None:
             from kalm_rag import Encoder
 
@@ -114,6 +119,11 @@ def embed(texts: list[str], *, kind: str, max_length: int, cache: Path) -> np.nd
 
 def mix(real: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
     """``count`` synthetic vectors: a convex mix of two real embeddings plus small noise."""
+    return mix_with_parents(real, count, seed)[0]
+
+
+def mix_with_parents(real: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``mix`` and, per synthetic vector, the row of the real embedding weighted most."""
     rng = np.random.default_rng(seed)
     a, b = rng.integers(0, len(real), size=(2, count))
     w = rng.uniform(0.6, 0.9, size=(count, 1)).astype(np.float32)
@@ -123,7 +133,7 @@ def mix(real: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
         + rng.normal(scale=0.02, size=(count, real.shape[1])).astype(np.float32)
     )
     normalised: np.ndarray = out / np.linalg.norm(out, axis=1, keepdims=True)
-    return normalised
+    return normalised, a
 
 
 # -- one case, in its own process --------------------------------------------------------------
@@ -258,7 +268,13 @@ def prepare(args: argparse.Namespace, folder: Path) -> tuple[Path, dict[str, Any
     rng = np.random.default_rng(0)
     # Embed whole chunks of the (shortest-first) pool: only as many as --n needs.
     wanted = min(len(base_texts), -(-args.n // EMBED_CHUNK) * EMBED_CHUNK)
-    real = embed(base_texts[:wanted], kind="document", max_length=args.max_length, cache=args.cache_dir)
+    real = embed(
+        base_texts[:wanted],
+        kind="document",
+        max_length=args.max_length,
+        cache=args.cache_dir,
+        cached_only=args.cached_only,
+    )
     chosen = np.sort(rng.choice(len(query_texts), min(args.queries, len(query_texts)), replace=False))
     queries = embed(
         [query_texts[i] for i in chosen], kind="query", max_length=args.max_length, cache=args.cache_dir
@@ -266,16 +282,15 @@ def prepare(args: argparse.Namespace, folder: Path) -> tuple[Path, dict[str, Any
     n_real = min(args.n, len(real))
     order = rng.permutation(n_real) if args.n <= len(real) else rng.permutation(len(real))
     base = real[order]
+    texts = [base_texts[i] for i in order]
     if args.n > n_real:
-        base = np.concatenate([base, mix(real, args.n - n_real)])
+        mixed, parents = mix_with_parents(real, args.n - n_real)
+        base = np.concatenate([base, mixed])
+        texts += [base_texts[i] for i in parents]  # BM25 (hybrid) gets the dominant parent's text
     if args.filtered:
-        if args.n > n_real:
-            raise SystemExit(f"--filtered needs real vectors only: --n at most {len(real)}")
         from _index_filtered import prepare_filtered
 
-        data = prepare_filtered(
-            base, queries, [base_texts[i] for i in order], [query_texts[i] for i in chosen], folder
-        )
+        data = prepare_filtered(base, queries, texts, [query_texts[i] for i in chosen], folder)
     else:
         from kalm_rag.index.exact import top_k
 
@@ -364,6 +379,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--name", default=None, help="results file stem (default index_<n>)")
     parser.add_argument("--embed-only", action="store_true", help="fill the embedding cache and stop")
+    parser.add_argument(
+        "--cached-only", action="store_true", help="use only cached document embeddings (mix the rest)"
+    )
     parser.add_argument(
         "--filtered",
         action="store_true",

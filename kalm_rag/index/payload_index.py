@@ -28,6 +28,7 @@ Path_ = tuple[str, ...]
 Term = tuple[str, Scalar]  # ("s" | "i" | "b", value): kinds never equal one another
 
 _EMPTY = np.empty(0, np.int64)
+_CACHED_MASKS = 16
 
 
 def _term(value: Any) -> Term | None:
@@ -59,10 +60,14 @@ class PayloadIndex:
         self._numbers: dict[Path_, dict[int, list[float]]] = {}
         self._term_arrays: dict[tuple[Path_, Term], npt.NDArray[np.int64]] = {}
         self._sorted: dict[Path_, tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]] = {}
+        # the last few filters' masks (read-only), until the next write: a tenant's filter repeats
+        self._masks: dict[tuple[str, int], npt.NDArray[np.bool_]] = {}
+        self._masks_lock = threading.Lock()  # searches share the cache from many threads
 
     def add(self, label: int, payload: Mapping[str, Any] | None) -> None:
         if not payload:
             return
+        self._masks.clear()
         for path, value in _leaves(payload):
             term = _term(value)
             if term is not None:
@@ -75,6 +80,7 @@ class PayloadIndex:
     def remove(self, label: int, payload: Mapping[str, Any] | None) -> None:
         if not payload:
             return
+        self._masks.clear()
         for path, value in _leaves(payload):
             term = _term(value)
             postings = self._terms.get(path)
@@ -88,27 +94,38 @@ class PayloadIndex:
                 del numbers[label]
                 self._sorted.pop(path, None)
 
-    def clear(self) -> None:
-        self.__init__()  # type: ignore[misc]
-
     # -- evaluation ----------------------------------------------------------------------------
     def allowed(self, node: Filter, size: int) -> npt.NDArray[np.bool_]:
-        """Boolean mask over labels ``0..size-1``: True where the payload matches ``node``."""
+        """Boolean mask over labels ``0..size-1`` (every label is below ``size``): True where
+        the payload matches ``node``. The array is shared: read it, never write it."""
+        key = (repr(node), size)  # repr, not the node: Eq("k", 1) == Eq("k", True) in Python
+        with self._masks_lock:
+            mask = self._masks.get(key)
+        if mask is None:
+            mask = self._evaluate(node, size)
+            mask.flags.writeable = False
+            with self._masks_lock:
+                if len(self._masks) >= _CACHED_MASKS:
+                    self._masks.pop(next(iter(self._masks)))
+                self._masks[key] = mask
+        return mask
+
+    def _evaluate(self, node: Filter, size: int) -> npt.NDArray[np.bool_]:
         if isinstance(node, And):
-            mask = self.allowed(node.children[0], size)
+            mask = self._evaluate(node.children[0], size)
             for child in node.children[1:]:
                 if not mask.any():
                     break
-                mask &= self.allowed(child, size)
+                mask &= self._evaluate(child, size)
             return mask
         if isinstance(node, Or):
             mask = np.zeros(size, bool)
             for child in node.children:
-                mask |= self.allowed(child, size)
+                mask |= self._evaluate(child, size)
             return mask
         mask = np.zeros(size, bool)
         for labels in self._labels(node):
-            mask[labels[labels < size]] = True
+            mask[labels] = True
         return mask
 
     def _labels(self, node: Filter) -> Iterator[npt.NDArray[np.int64]]:
