@@ -65,15 +65,17 @@ def source_rows() -> list[dict[str, Any]]:
 def write_pairs(path: Path, count: int) -> float:
     """``count`` example lines from the shared pairs by repetition; returns GB written."""
     rows = source_rows()
-    encoded = [json.dumps(r, ensure_ascii=False) for r in rows]
+    # each line split after the query's text, so a repetition only splices in " #<n>"
+    heads, tails = [], []
+    for row in rows:
+        query = json.dumps(row["query"], ensure_ascii=False)
+        rest = json.dumps({k: v for k, v in row.items() if k != "query"}, ensure_ascii=False)
+        heads.append('{"query": ' + query[:-1])
+        tails.append('", ' + rest[1:] + "\n")
     with path.open("w", encoding="utf-8") as out:
         for n in range(count):
             rep, i = divmod(n, len(rows))
-            if rep == 0:
-                out.write(encoded[i] + "\n")
-            else:
-                row = dict(rows[i], query=f"{rows[i]['query']} #{rep}")
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.write(heads[i] + (f" #{rep}" if rep else "") + tails[i])
     return path.stat().st_size / 1e9
 
 
@@ -191,9 +193,14 @@ def main() -> None:
             print(json.dumps(report), flush=True)
             if args.keep:
                 os.rename(file, Path(args.workdir or ".") / f"pairs_{size}.jsonl")
-    out = Path(args.out)
+            write_reports(Path(args.out), results, args)  # after every size: partial runs count
+
+
+def write_reports(out: Path, results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    record = {"results": results, "args": vars(args), "cpus": os.cpu_count(), "load_average_1m": load}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"results": results, "args": vars(args)}, indent=2) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(results))
 
 

@@ -1,11 +1,13 @@
 """Semi-homogeneous task batches planned from an on-disk index (``streaming = true`` stages).
 
 The same rules as :mod:`kalm_trainer.data.sampler` (one task per batch, the last
-``batch_size * (1 - ratio)`` items shuffled across batches, no query or first positive twice
-in a batch, every rank slicing the same global batches), computed with numpy on task ids and
+``batch_size * (1 - ratio)`` items shuffled across batches, what is left of every task pooled
+into mixed batches, no query or first positive twice in a batch, every rank slicing the same
+global batches), computed with numpy on task ids and
 crc32 text hashes instead of Python objects: planning 10M examples takes seconds and the plan
 lives in a memory-mapped file, so nothing per example stays in RAM. Items that cannot be
-placed (a task's incomplete last batch, unfixable duplicates) are counted in ``dropped``.
+placed (fewer than a batch left after the mixed batches, unfixable duplicates) are counted in
+``dropped``; unlike the in-memory sampler, no smaller last batch is trained.
 """
 
 from __future__ import annotations
@@ -111,14 +113,15 @@ def plan_indexed_batches(
     index: ExampleIndex, *, batch_size: int, ratio: float = 1.0, seed: int = 0, epoch: int = 0
 ) -> tuple[np.ndarray, dict[str, int]]:
     """All global batches of one epoch as an (n_batches, batch_size) int64 array of example ids,
-    deterministic per (seed, epoch); and counts (``dropped``, ``duplicate_conflicts``)."""
+    deterministic per (seed, epoch); and counts (``mixed_batches``, ``mixed_items``, ``dropped``,
+    ``duplicate_conflicts``)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not 0.0 <= ratio <= 1.0:
         raise ConfigError(f"ratio must be within [0, 1], got {ratio}")
     rng = np.random.default_rng([seed, epoch])
     pieces: list[np.ndarray] = []
-    dropped = 0
+    leftovers: list[int] = []
     for task in range(len(index.task_names)):  # tasks by name: independent of file order
         members = np.asarray(index.members(task))
         order = members[rng.permutation(members.shape[0])]
@@ -126,14 +129,28 @@ def plan_indexed_batches(
         rows = order[:full].reshape(-1, batch_size).copy()
         rows, rest = _repair_task(rows, order[full:].tolist(), index.keys)
         pieces.append(rows)
-        dropped += len(rest)
+        leftovers += rest
         del members, order
+    # what is left of every task (and tasks smaller than a batch) forms mixed batches
+    pool = np.asarray(leftovers, dtype=np.int64)[rng.permutation(len(leftovers))]
+    full = pool.shape[0] // batch_size * batch_size
+    mixed_rows, rest = _repair_task(
+        pool[:full].reshape(-1, batch_size).copy(), pool[full:].tolist(), index.keys
+    )
+    pieces.append(mixed_rows)
+    dropped = len(rest)
     batches = np.concatenate(pieces) if pieces else np.zeros((0, batch_size), dtype=np.int64)
     del pieces
     batches = batches[rng.permutation(batches.shape[0])]
     mixed = int(round(batch_size * (1.0 - ratio), 9))
     conflicts = _mix_tails(batches, mixed, index.keys, rng)
-    return batches, {"dropped": dropped, "duplicate_conflicts": conflicts}
+    stats = {
+        "mixed_batches": int(mixed_rows.shape[0]),
+        "mixed_items": int(mixed_rows.size),
+        "dropped": dropped,
+        "duplicate_conflicts": conflicts,
+    }
+    return batches, stats
 
 
 class IndexedBatchSampler(SemiHomogeneousBatchSampler):
