@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -146,16 +147,26 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
 
 def _read_lines(path: Path, text_field: str) -> list[str]:
-    from kalm_rag.docfiles import read_jsonl_documents
+    from kalm_rag.docfiles import read_jsonl_documents, read_lines
     from kalm_rag.errors import InvalidInputError
 
     if str(path) == "-":
-        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not path.is_file():
+        data = sys.stdin.buffer.read()
+        try:
+            lines = io.StringIO(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise InvalidInputError(f"<stdin>:{line}: not UTF-8 text") from None
+        texts = [line.rstrip("\r\n") for line in lines if line.strip()]
+    elif not path.is_file():
         raise InvalidInputError(f"input file {path} does not exist")
-    if path.suffix == ".jsonl":
-        return [d.text for d in read_jsonl_documents(path, text_field=text_field)]
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif path.suffix == ".jsonl":
+        texts = [d.text for d in read_jsonl_documents(path, text_field=text_field)]
+    else:
+        texts = [line.rstrip("\r\n") for line in read_lines(path) if line.strip()]
+    if not texts:
+        raise InvalidInputError(f"no texts in {path}: nothing to encode")
+    return texts
 
 
 def _cmd_encode(args: argparse.Namespace) -> None:

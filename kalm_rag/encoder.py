@@ -14,7 +14,7 @@ import numpy.typing as npt
 from kalm_rag.config import CONFIG_FILENAME, ModelConfig
 from kalm_rag.errors import InvalidInputError
 from kalm_rag.instructions import TaskType
-from kalm_rag.texts import validate_texts
+from kalm_rag.texts import check_unicode, validate_texts
 
 if TYPE_CHECKING:
     import torch
@@ -120,9 +120,12 @@ class Encoder:
         if isinstance(texts, Sequence) and not isinstance(texts, str) and len(texts) == 0:
             return np.zeros((0, out_dim), dtype=np.float32)
         items = validate_texts(texts)
+        if prompt is not None and not isinstance(prompt, str):
+            raise InvalidInputError(f"prompt must be a string, got {type(prompt).__name__}")
         if prompt:
+            check_unicode(prompt, "the prompt/instruction")
             items = [prompt + text for text in items]
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         do_normalize = self.config.normalize if normalize is None else normalize
         return self._encode_prefixed(
@@ -177,7 +180,11 @@ class Encoder:
     def _check_truncate_dim(self, truncate_dim: int | None) -> int:
         if truncate_dim is None:
             return self.dim
-        if not isinstance(truncate_dim, int) or not 1 <= truncate_dim <= self.dim:
+        if (
+            isinstance(truncate_dim, bool)
+            or not isinstance(truncate_dim, int)
+            or not 1 <= truncate_dim <= self.dim
+        ):
             raise InvalidInputError(
                 f"truncate_dim must be an integer in [1, {self.dim}], got {truncate_dim!r}"
             )

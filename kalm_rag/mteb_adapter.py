@@ -200,7 +200,9 @@ def model_meta(encoder: Encoder, *, name: str | None = None, revision: str | Non
     embed_dim: int | list[int] = list(config.matryoshka_dims) if config.matryoshka_dims else encoder.dim
     return ModelMeta(
         loader=load_kalm_model,
-        loader_kwargs={"name_or_path": encoder.name_or_path},
+        # the dtype too: mteb reloads the model from this, and dtype=auto may pick bf16 on
+        # this CPU, which would score a float32 model in bf16
+        loader_kwargs={"name_or_path": encoder.name_or_path, "dtype": str(params[0].dtype).split(".")[-1]},
         name=name or meta_name,
         revision=revision or weights_revision(encoder.source_folder),
         release_date=None,

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from kalm_rag.chunking import ChunkerConfig, chunk_text
 from kalm_rag.errors import ConfigError, InvalidInputError
-from kalm_rag.texts import validate_texts
+from kalm_rag.retriever_files import (
+    FORMAT_VERSION,
+    MANIFEST,
+    check_bm25_matches,
+    read_retriever_manifest,
+    resolved,
+    saved_revision,
+)
+from kalm_rag.texts import check_unicode, validate_texts
 
 if TYPE_CHECKING:
     from kalm_rag.encoder import Encoder
@@ -20,8 +28,6 @@ if TYPE_CHECKING:
     from kalm_rag.index.bm25 import BM25Index
 
 TEXT_KEY = "_kalm_text"  # payload key holding the chunk text; metadata keys may not start with "_kalm"
-MANIFEST = "retriever.json"
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,20 @@ class RetrieverConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
+        for name in ("chunk_tokens", "chunk_overlap", "rrf_k", "candidates", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"RetrieverConfig.{name} must be an integer, got {value!r}")
+        for name in ("instruction", "task"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"RetrieverConfig.{name} must be None or a non-empty string, got {value!r}")
+        if not isinstance(self.hybrid_bm25, bool):
+            raise ConfigError(f"RetrieverConfig.hybrid_bm25 must be True or False, got {self.hybrid_bm25!r}")
+        if self.task is not None:
+            from kalm_rag.instructions import parse_task
+
+            parse_task(self.task)
         ChunkerConfig(self.chunk_tokens, self.chunk_overlap)  # validates
         if self.candidates < 1 or self.batch_size < 1 or self.rrf_k < 0:
             raise ConfigError("candidates and batch_size must be >= 1 and rrf_k >= 0")
@@ -116,7 +136,11 @@ class Retriever:
         id_list = [uuid.uuid4().hex for _ in items] if ids is None else list(ids)
         if len(id_list) != len(items):
             raise InvalidInputError(f"got {len(items)} texts but {len(id_list)} ids")
-        metas = [dict(m or {}) for m in metadatas] if metadatas is not None else [{} for _ in items]
+        if isinstance(metadatas, Mapping | str):
+            raise InvalidInputError("metadatas must be a list with one dict (or None) per text")
+        metas = [_metadata(m, f"metadatas[{n}]") for n, m in enumerate(metadatas or [])]
+        if metadatas is None:
+            metas = [{} for _ in items]
         if len(metas) != len(items):
             raise InvalidInputError(f"got {len(items)} texts but {len(metas)} metadatas")
         for meta in metas:
@@ -150,8 +174,17 @@ class Retriever:
             doc = raw if isinstance(raw, Document) else _document_from_mapping(raw, n)
             if not isinstance(doc.text, str) or not doc.text.strip():
                 raise InvalidInputError(f"documents[{n}] has no text")
+            check_unicode(doc.text, f"documents[{n}]['text']")
+            if not isinstance(doc.metadata, Mapping):
+                raise InvalidInputError(f"documents[{n}].metadata must be a dict")
             doc_id = doc.id or uuid.uuid4().hex
             pieces = chunk_text(doc.text, self.encoder.tokenizer, chunker)
+            clash = sorted({"doc_id", "chunk"} & set(doc.metadata)) if len(pieces) > 1 else []
+            if clash:
+                raise InvalidInputError(
+                    f"documents[{n}] (id {doc_id!r}) is split into {len(pieces)} chunks, whose metadata "
+                    f"gets 'doc_id' and 'chunk', but its own metadata already has {clash}: rename them"
+                )
             for i, piece in enumerate(pieces):
                 texts.append(piece)
                 if len(pieces) == 1:
@@ -181,6 +214,7 @@ class Retriever:
         """The ``k`` best chunks for ``query``; ``hybrid=True`` fuses dense and BM25 ranks (RRF)."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("query must be a non-empty string")
+        check_unicode(query, "query")
         if not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         vector = self.encoder.encode_query(
@@ -222,8 +256,8 @@ class Retriever:
         target = Path(path)
         revision = uuid.uuid4().hex
         with atomic_folder(target, overwrite=overwrite, kind="retriever") as tmp:
-            if self._origin is not None and self._origin[0] == _resolved(target):
-                on_disk = _saved_revision(target)
+            if self._origin is not None and self._origin[0] == resolved(target):
+                on_disk = saved_revision(target)
                 if on_disk != self._origin[1]:
                     raise SaveConflictError(
                         f"{target} was saved by another writer after this retriever was loaded from it; "
@@ -241,7 +275,7 @@ class Retriever:
                 "config": asdict(self.config),
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        self._origin = (_resolved(target), revision)
+        self._origin = (resolved(target), revision)
         return target
 
     @classmethod
@@ -283,9 +317,9 @@ class Retriever:
             from kalm_rag.index.bm25 import BM25Index
 
             bm25 = BM25Index.load(folder / "bm25")
-            _check_bm25_matches(folder, bm25, index)
+            check_bm25_matches(folder, bm25, index)
         retriever = cls(encoder, index, config=config, bm25=bm25)
-        retriever._origin = (_resolved(folder), manifest.get("revision"))
+        retriever._origin = (resolved(folder), manifest.get("revision"))
         return retriever
 
     def _document_task(self) -> str | None:
@@ -297,80 +331,32 @@ class Retriever:
 def _document_from_mapping(raw: Mapping[str, Any], n: int) -> Document:
     if not isinstance(raw, Mapping) or "text" not in raw:
         raise InvalidInputError(f"documents[{n}] must be a Document or a mapping with a 'text' key")
-    doc_id = raw.get("id")
+    unknown = sorted(set(raw) - {"text", "id", "metadata"}, key=str)
+    if unknown:
+        raise InvalidInputError(
+            f"documents[{n}] has unknown key(s) {unknown}; use 'text', 'id' and 'metadata'"
+        )
+    text, doc_id = raw["text"], raw.get("id")
+    if not isinstance(text, str):
+        raise InvalidInputError(f"documents[{n}]['text'] must be a string, got {type(text).__name__}")
+    if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, str | int)):
+        raise InvalidInputError(f"documents[{n}]['id'] must be a string, got {type(doc_id).__name__}")
     return Document(
-        str(raw["text"]), None if doc_id is None else str(doc_id), dict(raw.get("metadata") or {})
+        text,
+        None if doc_id is None else str(doc_id),
+        _metadata(raw.get("metadata"), f"documents[{n}]['metadata']"),
     )
+
+
+def _metadata(value: object, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{what} must be a dict or None, got {type(value).__name__}")
+    return dict(value)
 
 
 def _to_chunk(hit: SearchHit, payload: Mapping[str, Any] | None = None) -> RetrievedChunk:
     data = dict(payload if payload is not None else hit.payload or {})
     text = str(data.pop(TEXT_KEY, ""))
     return RetrievedChunk(hit.id, hit.score, text, data)
-
-
-_MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "format_version": int,
-    "encoder": str,
-    "dim": int,
-    "count": int,
-    "revision": str,
-    "config": dict,
-}
-_REQUIRED_FIELDS = ("format_version", "encoder", "dim", "config")
-
-
-def read_retriever_manifest(folder: Path) -> dict[str, Any]:
-    """``retriever.json`` checked field by field; errors name the file and the field."""
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise InvalidInputError(f"{folder} is not a saved retriever ({MANIFEST} is missing)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise InvalidInputError(f"{path} must hold a JSON object, got {type(manifest).__name__}")
-    unknown = sorted(set(manifest) - set(_MANIFEST_FIELDS))
-    if unknown:
-        raise InvalidInputError(f"{path}: unknown field(s) {unknown}; known: {sorted(_MANIFEST_FIELDS)}")
-    missing = [name for name in _REQUIRED_FIELDS if name not in manifest]
-    if missing:
-        raise InvalidInputError(f"{path}: missing field(s) {missing}")
-    for name, kind in _MANIFEST_FIELDS.items():
-        value = manifest.get(name)
-        if name in manifest and (isinstance(value, bool) or not isinstance(value, kind)):
-            raise InvalidInputError(f"{path}: field {name!r} has the wrong type ({type(value).__name__})")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise InvalidInputError(f"{path}: unsupported format_version {manifest['format_version']!r}")
-    if manifest["dim"] < 1 or manifest.get("count", 0) < 0:
-        raise InvalidInputError(f"{path}: fields 'dim' and 'count' must be positive")
-    return manifest
-
-
-def _check_bm25_matches(folder: Path, bm25: BM25Index, index: VectorIndex) -> None:
-    """bm25/ must index the same items as index/ (a sample of ids is checked)."""
-    if len(bm25) != len(index):
-        raise InvalidInputError(
-            f"retriever at {folder} is damaged: bm25/ holds {len(bm25)} items, index/ holds {len(index)}"
-        )
-    ids = bm25.ids()
-    sample = ids[:500] + ids[-500:] if len(ids) > 1000 else ids
-    missing = [i for i, item in zip(sample, index.get(sample), strict=True) if item is None]
-    if missing:
-        raise InvalidInputError(
-            f"retriever at {folder} is damaged: bm25/ holds ids that index/ does not ({missing[:3]})"
-        )
-
-
-def _resolved(path: Path) -> Path:
-    return path.expanduser().resolve()
-
-
-def _saved_revision(folder: Path) -> str | None:
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    revision = data.get("revision") if isinstance(data, dict) else None
-    return revision if isinstance(revision, str) else None

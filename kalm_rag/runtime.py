@@ -15,9 +15,24 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf1
            "float16": "float16", "fp16": "float16"}  # fmt: skip
 
 
-@functools.cache
+#: "1" makes dtype="auto" treat the CPU as bf16-capable, "0" as not (tests use it to run the
+#: auto path as a bf16 CPU would on any machine; users to keep float32 on a bf16 CPU).
+CPU_BF16_ENV = "KALM_RAG_CPU_BF16"
+
+
 def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has AMX-bf16 or AVX512-bf16, where bf16 matmuls beat fp32."""
+    """True when the CPU has AMX-bf16 or AVX512-bf16, where bf16 matmuls beat fp32
+    (``KALM_RAG_CPU_BF16=1`` / ``0`` overrides the detection)."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise ConfigError(f"{CPU_BF16_ENV} must be 0 or 1, got {forced!r}")
+    return _cpuinfo_has_bf16()
+
+
+@functools.cache
+def _cpuinfo_has_bf16() -> bool:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:

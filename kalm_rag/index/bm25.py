@@ -27,6 +27,7 @@ from kalm_rag.index.payload_index import CachedPayloadMasks
 from kalm_rag.index.rwlock import ReadWriteLock
 from kalm_rag.index.storage import (
     check_backend,
+    config_from,
     read_json,
     read_manifest,
     read_records,
@@ -196,11 +197,11 @@ class BM25Index(IndexContext):
     def load(cls, path: PathType) -> BM25Index:
         manifest, folder = read_manifest(path)
         check_backend(manifest, cls.backend, path)
-        index = cls(**manifest.get("config", {}))
+        index = config_from(cls, manifest, path)
         count = int(manifest["count"])
         ids, payloads = read_records(folder, count)
         texts = read_json(folder / "texts.json")
-        if not isinstance(texts, list) or len(texts) != count:
+        if not isinstance(texts, list) or len(texts) != count or not all(isinstance(t, str) for t in texts):
             raise InvalidInputError(f"index data in {folder} is damaged: texts.json does not match")
         index._ids, index._texts, index._payloads = ids, texts, payloads
         index._tokens = [tokenize(t) for t in texts]

@@ -19,6 +19,7 @@ from kalm_rag.index.payload_index import CachedPayloadMasks
 from kalm_rag.index.rwlock import ReadWriteLock
 from kalm_rag.index.storage import (
     check_backend,
+    load_vectors,
     read_manifest,
     read_records,
     save_index_dir,
@@ -175,9 +176,7 @@ class BruteForceIndex(IndexContext):
         index = cls(int(manifest["dim"]), metric=str(manifest["metric"]))
         count = int(manifest["count"])
         ids, payloads = read_records(folder, count)
-        vectors = np.load(folder / "vectors.npy", allow_pickle=False)
-        if vectors.shape != (count, index.dim) or vectors.dtype != np.float32:
-            raise InvalidInputError(f"index data in {folder} is damaged: vectors have shape {vectors.shape}")
+        vectors = load_vectors(folder, count, index.dim)
         index._vectors = np.ascontiguousarray(vectors)
         index._sq_norms = np.einsum("ij,ij->i", vectors, vectors).astype(np.float32)
         index._ids = ids

@@ -147,7 +147,7 @@ def check_filter_depth(spec: object) -> None:
     stack: list[tuple[object, int]] = [(spec, 0)]
     while stack:
         node, depth = stack.pop()
-        if depth > 2 * MAX_FILTER_DEPTH + 2:
+        if depth > 2 * MAX_FILTER_DEPTH:
             raise InvalidInputError(
                 f"filter is nested more than {MAX_FILTER_DEPTH} levels deep; flatten its $and/$or groups"
             )

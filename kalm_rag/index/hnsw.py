@@ -29,6 +29,9 @@ from kalm_rag.index.runtime import available_cores
 from kalm_rag.index.rwlock import ReadWriteLock
 from kalm_rag.index.storage import (
     check_backend,
+    config_from,
+    hnswlib_file_dim,
+    load_vectors,
     read_json,
     read_manifest,
     read_records,
@@ -258,7 +261,7 @@ class HnswIndex(IndexContext):
         ``num_threads`` and the filter plan's); the graph's own settings come from the file."""
         manifest, folder = read_manifest(path)
         check_backend(manifest, cls.backend, path)
-        saved = HnswConfig(**manifest.get("config", {}))
+        saved = config_from(HnswConfig, manifest, path)
         if config is not None:
             saved = replace(
                 saved,
@@ -274,10 +277,28 @@ class HnswIndex(IndexContext):
         ids, payloads = read_records(folder, count)
         label_info = read_json(folder / "labels.json")
         labels = label_info.get("labels") if isinstance(label_info, dict) else None
-        if not isinstance(labels, list) or len(labels) != count:
+        if (
+            not isinstance(labels, list)
+            or len(labels) != count
+            or not all(type(label) is int for label in labels)
+            or type(label_info.get("next_label")) is not int
+        ):
             raise InvalidInputError(f"index data in {folder} is damaged: labels.json does not match")
+        graph = folder / "hnsw.bin"
+        if hnswlib_file_dim(graph) != index._dim:
+            raise InvalidInputError(
+                f"index at {path} is damaged: {graph.name} holds {hnswlib_file_dim(graph)}-d vectors, "
+                f"index.json says dim {index._dim}"
+            )
         engine = index._new_engine()
-        engine.load_index(str(folder / "hnsw.bin"), max_elements=0, allow_replace_deleted=True)
+        try:
+            engine.load_index(str(graph), max_elements=0, allow_replace_deleted=True)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise InvalidInputError(f"index at {path} is damaged: {graph.name} ({exc})") from exc
+        if engine.get_current_count() < count:
+            raise InvalidInputError(
+                f"index at {path} is damaged: {graph.name} holds fewer than {count} items"
+            )
         engine.set_ef(index.config.ef)
         index._index = engine
         index._labels = dict(zip(ids, labels, strict=True))
@@ -288,7 +309,7 @@ class HnswIndex(IndexContext):
             index._payload_index.add(label, payload)
         label_array = np.asarray(labels, np.int64)
         if (folder / "vectors.npy").is_file():
-            vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+            vectors = load_vectors(folder, count, index._dim)
         else:  # saved before the dense copy existed: read the vectors back from hnswlib
             vectors = np.asarray(engine.get_items(labels), np.float32).reshape(count, index._dim)
         if vectors.shape != (count, index._dim) or vectors.dtype != np.float32:

@@ -25,7 +25,7 @@ from kalm_rag.index.base import IndexContext, PathType, Payload, SearchHit, Stor
 from kalm_rag.index.filters import Filter, parse_filter
 from kalm_rag.index.qdrant_common import ID_NAMESPACE, QdrantConfig
 from kalm_rag.index.rwlock import ReadWriteLock
-from kalm_rag.index.storage import check_backend, read_manifest, save_index_dir
+from kalm_rag.index.storage import check_backend, config_from, read_manifest, save_index_dir
 from kalm_rag.index.validation import check_dim, check_ids, check_k, check_metric, check_payloads, prepare
 
 __all__ = ["QdrantConfig", "QdrantIndex"]
@@ -213,7 +213,7 @@ class QdrantIndex(IndexContext):
         manifest, folder = read_manifest(path)
         check_backend(manifest, cls.backend, path)
         dim, metric, count = int(manifest["dim"]), str(manifest["metric"]), int(manifest["count"])
-        cfg = config or QdrantConfig(**manifest.get("config", {}))
+        cfg = config or config_from(QdrantConfig, manifest, path)
         target_given = bool(url or location or local_path)
         if manifest.get("mode") == "edge":
             if target_given:

@@ -21,10 +21,11 @@ import shutil
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kalm_rag.errors import InvalidInputError
 
+T = TypeVar("T")
 MANIFEST = "index.json"
 FORMAT = "kalm-rag-index"
 FORMAT_VERSION = 1
@@ -91,10 +92,82 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
         raise InvalidInputError(
             f"{file} was written by a newer kalm-rag (format {manifest['format_version']}); upgrade kalm-rag"
         )
+    _check_fields(manifest, file)
     data = root / str(manifest.get("data", ""))
     if not data.is_dir():
         raise InvalidInputError(f"index at {root} is damaged: data folder {data.name!r} is missing")
     return manifest, data
+
+
+# fields every backend's manifest has, with their types (backends may add their own fields)
+_FIELDS: dict[str, type] = {
+    "format_version": int,
+    "backend": str,
+    "dim": int,
+    "metric": str,
+    "count": int,
+    "data": str,
+    "config": dict,
+}
+_OPTIONAL = ("config",)
+
+
+def _check_fields(manifest: Mapping[str, Any], file: Path) -> None:
+    optional = (*_OPTIONAL, "dim", "metric") if manifest.get("backend") == "bm25" else _OPTIONAL
+    for name, kind in _FIELDS.items():
+        if name not in manifest:
+            if name in optional:
+                continue
+            raise InvalidInputError(f"{file}: missing field {name!r}")
+        value = manifest[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise InvalidInputError(
+                f"{file}: field {name!r} must be {kind.__name__}, got {type(value).__name__} {value!r}"
+            )
+    if manifest.get("dim", 1) < 1 or manifest["count"] < 0:
+        raise InvalidInputError(f"{file}: 'dim' must be >= 1 and 'count' >= 0")
+    if "/" in manifest["data"] or manifest["data"] in ("", ".", ".."):
+        raise InvalidInputError(f"{file}: field 'data' must name a folder inside the index")
+
+
+def config_from(cls: Callable[..., T], manifest: Mapping[str, Any], path: str | os.PathLike[str]) -> T:
+    """The backend config saved in ``manifest`` (its ``config`` field), or an error naming it."""
+    try:
+        return cls(**manifest.get("config", {}))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{Path(path) / MANIFEST}: field 'config' is invalid: {exc}") from exc
+
+
+def load_vectors(folder: Path, count: int, dim: int) -> Any:
+    """``vectors.npy`` of a data folder, checked against the manifest's count and dim."""
+    import numpy as np
+
+    file = folder / "vectors.npy"
+    try:
+        vectors = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InvalidInputError(f"index at {folder.parent} is damaged: {file.name} ({exc})") from exc
+    if vectors.shape != (count, dim) or vectors.dtype != np.float32:
+        raise InvalidInputError(
+            f"index at {folder.parent} is damaged: {file.name} holds {vectors.dtype} {vectors.shape}, "
+            f"the manifest says float32 ({count}, {dim})"
+        )
+    return vectors
+
+
+def hnswlib_file_dim(file: Path) -> int:
+    """Vector dim recorded in an hnswlib index file's header (label offset - data offset)."""
+    import struct
+
+    try:
+        with open(file, "rb") as fh:
+            header = fh.read(48)
+    except OSError as exc:
+        raise InvalidInputError(f"index at {file.parent.parent} is damaged: {file.name} ({exc})") from exc
+    if len(header) < 48:
+        raise InvalidInputError(f"index at {file.parent.parent} is damaged: {file.name} is truncated")
+    label_offset, data_offset = struct.unpack("<2Q", header[32:48])
+    return int(label_offset - data_offset) // 4
 
 
 def write_json_atomic(file: Path, obj: Any) -> None:

@@ -16,6 +16,7 @@ from kalm_rag.errors import KalmRagError
 from kalm_rag.server.batcher import MicroBatcher, QueueFullError
 from kalm_rag.server.config import ServerConfig
 from kalm_rag.server.errors import APIError, bad_request, validation_message
+from kalm_rag.server.limits import BodyLimit
 from kalm_rag.server.responses import embeddings_response, truncate_rows
 from kalm_rag.server.schemas import EmbeddingRequest, SearchRequest
 from kalm_rag.server.validation import check_inputs, encode_fn, prefix_for
@@ -54,14 +55,8 @@ def create_app(
     app = FastAPI(title="kalm-rag", lifespan=lifespan)
     app.state.batcher = batcher
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
-            return _error(
-                APIError(413, f"request body over {cfg.max_body_bytes} bytes", code="body_too_large")
-            )
-        return await call_next(request)
+    # counts the bytes actually received: a chunked body has no Content-Length to check
+    app.add_middleware(BodyLimit, max_body_bytes=cfg.max_body_bytes)
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:

@@ -33,6 +33,10 @@ def check_inputs(raw: str | list[Any], cfg: ServerConfig) -> list[str]:
             raise bad_request(f"input[{i}] must be a string, got {type(text).__name__}", param="input")
         if not text.strip():
             raise bad_request(f"input[{i}] is empty or whitespace only", param="input")
+        if not text.isascii() and not _encodable(text):
+            raise bad_request(
+                f"input[{i}] is not valid Unicode (it holds a lone surrogate such as \\ud800)", param="input"
+            )
         if len(text) > cfg.max_input_chars:
             raise bad_request(
                 f"input[{i}] has {len(text)} characters; at most {cfg.max_input_chars}", param="input"
@@ -49,6 +53,8 @@ def prefix_for(encoder: Encoder, body: EmbeddingRequest) -> str:
     """The literal prefix the Encoder would put before each text (instruction or prompt)."""
     if body.instruction is not None and not body.instruction.strip():
         raise bad_request("instruction must be a non-empty string", param="instruction")
+    if body.instruction is not None and not _encodable(body.instruction):
+        raise bad_request("instruction is not valid Unicode (a lone surrogate)", param="instruction")
     try:
         if body.input_type == "query":
             return encoder.config.query_prefix(instruction=body.instruction, task=body.task)
@@ -59,6 +65,14 @@ def prefix_for(encoder: Encoder, body: EmbeddingRequest) -> str:
         return encoder.config.document_prefix(task=body.task)
     except KalmRagError as exc:
         raise bad_request(str(exc), param="task" if body.task else "instruction") from None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode_fn(encoder: Encoder, batch_size: int) -> EncodeFn:

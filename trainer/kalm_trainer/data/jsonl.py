@@ -67,15 +67,26 @@ def _check_on_error(on_error: str) -> None:
 def iter_jsonl(path: PathLike) -> Iterator[tuple[int, object | None, str | None]]:
     """Yield ``(line_number, decoded_object, problem)`` per non-blank line; blank lines give
     ``(n, None, None)``. Decoding problems are reported, not raised, so callers choose."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:  # bytes: a non-UTF-8 line is reported with its number
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, None, f"not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
+                continue
             if not line.strip():
                 yield number, None, None
                 continue
             try:
-                yield number, json.loads(line), None
+                obj = json.loads(line)
+                if "\\ud" in line.lower():  # a surrogate escape: make sure it was a valid pair
+                    json.dumps(obj, ensure_ascii=False).encode("utf-8")
             except json.JSONDecodeError as exc:
                 yield number, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            except (UnicodeEncodeError, RecursionError):
+                yield number, None, "holds a lone surrogate escape (such as \\ud800) or nests too deeply"
+            else:
+                yield number, obj, None
 
 
 def read_with(
