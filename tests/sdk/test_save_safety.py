@@ -126,6 +126,23 @@ def test_langchain_store_save_refuses_user_folder(tmp_path: Path) -> None:
     store.save(tmp_path / "fresh")  # its own folder is replaced
 
 
+def test_llamaindex_store_persist_refuses_user_folder_and_recovers(tmp_path: Path) -> None:
+    pytest.importorskip("llama_index.vector_stores.kalm")
+    from llama_index.core.schema import TextNode
+    from llama_index.vector_stores.kalm import KaLMVectorStore
+
+    store = KaLMVectorStore("brute")
+    store.add([TextNode(text="apt", id_="n1", embedding=[1.0, 0.0, 0.0])])
+    docs = _user_folder(tmp_path / "my-documents")
+    with pytest.raises(InvalidInputError, match="did not write"):
+        store.persist(str(docs))
+    _assert_untouched(docs)
+    store.persist(str(tmp_path / "s"))
+    old = Path(tempfile.mkdtemp(prefix=".s.old-", dir=tmp_path))
+    os.replace(tmp_path / "s", old / "x")  # a crash between the two renames of a save
+    assert KaLMVectorStore.from_persist_path(str(tmp_path / "s"))._nodes.keys() == {"n1"}
+
+
 def test_atomic_folder_refuses_file_target(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_text("x")

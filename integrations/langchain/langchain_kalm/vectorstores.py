@@ -281,10 +281,12 @@ class KaLMVectorStore(VectorStore):
         cls, path: str | os.PathLike[str], embedding: Embeddings | None = None, **index_options: Any
     ) -> KaLMVectorStore:
         """Open a folder written by :meth:`save`; ``index_options`` go to the index's ``load``."""
+        from kalm_rag._atomic import recover_folder
         from kalm_rag.index.persist import load_index
         from langchain_kalm._persist import read_store_manifest
 
         folder = Path(path)
+        recover_folder(folder)  # a save that crashed between its two renames
         manifest = read_store_manifest(folder / STORE_MANIFEST, STORE_FORMAT_VERSION)
         if embedding is None:
             spec = manifest.get("embedding")

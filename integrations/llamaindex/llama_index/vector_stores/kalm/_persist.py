@@ -55,8 +55,10 @@ def save(
 
 
 def load(folder: Path, index_options: Mapping[str, Any]) -> tuple[dict[str, Any], VectorIndex | None]:
+    from kalm_rag._atomic import recover_folder
     from kalm_rag.index.persist import load_index
 
+    recover_folder(folder)  # a save that crashed between its two renames
     path = folder / MANIFEST
     if not path.is_file():
         raise InvalidInputError(f"{folder} is not a saved KaLMVectorStore ({MANIFEST} is missing)")
@@ -66,6 +68,8 @@ def load(folder: Path, index_options: Mapping[str, Any]) -> tuple[dict[str, Any]
         raise InvalidInputError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise InvalidInputError(f"{path}: not a version-{FORMAT_VERSION} KaLMVectorStore manifest")
+    if not isinstance(manifest.get("nodes"), dict):
+        raise InvalidInputError(f"{path}: field 'nodes' is missing or not an object")
     index = load_index(folder / "index", **index_options) if (folder / "index").is_dir() else None
     if index is not None and len(index) != len(manifest["nodes"]):
         raise InvalidInputError(f"{folder} is damaged: the index and the node list disagree")
