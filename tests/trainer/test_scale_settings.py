@@ -80,6 +80,7 @@ def test_stage_switches_instructions_and_matryoshka() -> None:
     recipe = load_recipe("kalm_v2")
     assert not recipe.stages["pretrain"].instructions and not recipe.stages["pretrain"].matryoshka
     assert recipe.stages["finetune"].instructions and recipe.stages["finetune"].matryoshka
+    assert all(stage.streaming for stage in recipe.stages.values())  # 470M pairs stay on disk
 
 
 def test_dataloader_workers_and_gather_defaults(tmp_path: Path) -> None:
