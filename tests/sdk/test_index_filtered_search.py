@@ -101,7 +101,8 @@ PLANS = {
 def test_every_hnsw_plan_finds_the_best_allowed_items(
     plan: str, real_corpus: dict[str, Any], oracle: BruteForceIndex
 ) -> None:
-    queries = real_corpus["queries"][:100]
+    # the callable re-enters Python per visited node: slow on tiny allowed sets, so fewer queries
+    queries = real_corpus["queries"][: 25 if plan == "callable" else 100]
     index = HnswIndex(oracle.dim, config=PLANS[plan])
     index.add(real_corpus["ids"], real_corpus["vectors"], payloads=real_corpus["payloads"])
     for name, spec in FILTERS.items():
