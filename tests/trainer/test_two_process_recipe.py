@@ -1,7 +1,7 @@
 """The shipped tiny recipe under ``accelerate launch --multi_gpu --num_processes 2`` on CPU (gloo), data steps
-included and both stages streaming from the on-disk index, reproduces one process with the
-same global batch: the same data-step outputs, the same examples per step (equal losses) and
-the same weights."""
+included, both stages streaming from the on-disk index and fine-tuning with GradCache, reproduces
+one process with the same global batch: the same data-step outputs, the same examples per step
+(equal losses) and the same weights."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ SETTINGS = [
     "stage.pretrain.epochs=1",
     # hard-negative mixing draws per rank (seeded by rank): one process draws other mixes
     "stage.finetune.loss.mix_k=0",
+    # GradCache under DDP: chunks replayed without gradient sync until the last one
+    "stage.finetune.gradcache_chunk=4",
 ]
 
 
