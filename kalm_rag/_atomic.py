@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import glob
 import json
 import os
 import shutil
@@ -176,7 +177,7 @@ def recover_folder(target: str | os.PathLike[str]) -> bool:
     target = Path(target)
     if target.exists() or not target.parent.is_dir():
         return False
-    if not any(target.parent.glob(f".{target.name}.old-*/x")):
+    if not any(target.parent.glob(f".{glob.escape(target.name)}.old-*/x")):
         return False
     with save_lock(target):
         return _recover_locked(target)
@@ -185,7 +186,8 @@ def recover_folder(target: str | os.PathLike[str]) -> bool:
 def _recover_locked(target: Path) -> bool:
     if target.exists():
         return False
-    candidates = sorted(target.parent.glob(f".{target.name}.old-*/x"), key=lambda p: p.stat().st_mtime)
+    pattern = f".{glob.escape(target.name)}.old-*/x"
+    candidates = sorted(target.parent.glob(pattern), key=lambda p: p.stat().st_mtime)
     if not candidates:
         return False
     os.replace(candidates[-1], target)
@@ -196,7 +198,8 @@ def _recover_locked(target: Path) -> bool:
 
 def _remove_leftovers(target: Path) -> None:
     """Temporary folders of killed saves (only ever called with the save lock held)."""
-    for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):
+    name = glob.escape(target.name)
+    for pattern in (f".{name}.tmp-*", f".{name}.old-*"):
         for entry in target.parent.glob(pattern):
             shutil.rmtree(entry, ignore_errors=True)
 

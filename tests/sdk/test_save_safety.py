@@ -314,3 +314,13 @@ def test_qdrant_snapshot_files_stay_sparse_and_failed_loads_leave_no_copy(
         with pytest.raises(InvalidInputError, match="is damaged"):
             load_index(tmp_path / "q")
     assert list(scratch.iterdir()) == []
+
+
+def test_leftover_cleanup_only_touches_this_targets_temp_folders(tmp_path: Path) -> None:
+    other = tmp_path / ".idx1.tmp-belongs-to-idx1"  # what an unescaped glob "idx[1]" would match
+    other.mkdir()
+    (other / "data").write_text("another save in progress")
+    with atomic_folder(tmp_path / "idx[1]") as tmp:
+        (tmp / "retriever.json").write_text("{}")
+    assert (other / "data").read_text() == "another save in progress"
+    assert (tmp_path / "idx[1]" / MARKER).is_file()
