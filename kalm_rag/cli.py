@@ -15,12 +15,18 @@ from kalm_rag.errors import KalmRagError
 BACKENDS = ("brute", "hnsw", "qdrant")
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_model_arguments(parser: argparse.ArgumentParser, *, backend_flag: bool = True) -> None:
     parser.add_argument(
         "--model", default=None, help="model alias, folder or hub id (default: all-MiniLM-L6-v2)"
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--dtype", default=None, help="auto, float32 or bfloat16 (default: auto)")
+    parser.add_argument("--dtype", default=None, help="auto, float32, bfloat16 or int8 (default: auto)")
+    # `index` already uses --backend for the vector index, so there it is only --encoder-backend
+    flags = ["--backend", "--encoder-backend"] if backend_flag else ["--encoder-backend"]
+    parser.add_argument(
+        *flags, dest="encoder_backend", default="auto", choices=("auto", "torch", "openvino", "onnx"),
+        help="CPU inference backend (default: auto, the fastest that passes the accuracy guard)",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="retriever folder to write (new, empty, or one kalm-rag wrote; replaced atomically)",
     )
     index.add_argument("--overwrite", action="store_true", help="replace --out even if it holds other files")
-    _add_model_arguments(index)
+    _add_model_arguments(index, backend_flag=False)
     index.add_argument(
         "--backend", choices=BACKENDS, default="brute", help="vector index engine (default: brute)"
     )
@@ -87,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _encoder(args: argparse.Namespace) -> Any:
     from kalm_rag.encoder import Encoder
 
-    return Encoder.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    encoder = Encoder.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, backend=args.encoder_backend
+    )
+    choice = encoder.backend_choice
+    if choice is not None:  # the one-line log of what backend="auto" chose and why
+        print(f"kalm-rag: encoding with {encoder.backend} ({choice.reason})", file=sys.stderr)
+    return encoder
 
 
 def _cmd_index(args: argparse.Namespace) -> None:
@@ -123,6 +135,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"--filter is not valid JSON: {exc}") from exc
     options = {k: v for k, v in (("device", args.device), ("dtype", args.dtype)) if v is not None}
+    options["backend"] = args.encoder_backend
     encoder = _encoder(args) if args.model else None
     retriever = Retriever.load(args.index, encoder=encoder, **options)
     hits = retriever.search(
@@ -189,7 +202,10 @@ def _cmd_encode(args: argparse.Namespace) -> None:
 def _cmd_serve(args: argparse.Namespace) -> None:
     from kalm_rag.server import run
 
-    run(args.model, index=args.index, host=args.host, port=args.port, device=args.device, dtype=args.dtype)
+    run(
+        args.model, index=args.index, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+        backend=args.encoder_backend,
+    )  # fmt: skip
 
 
 COMMANDS = {"index": _cmd_index, "search": _cmd_search, "encode": _cmd_encode, "serve": _cmd_serve}

@@ -19,6 +19,8 @@ from kalm_rag.texts import check_unicode, validate_texts
 if TYPE_CHECKING:
     import torch
 
+    from kalm_rag.backends.guard import GuardPolicy
+
 FloatArray = npt.NDArray[np.float32]
 
 
@@ -50,6 +52,9 @@ class Encoder:
         self._fast_tokenizer = FastTokenizer(tokenizer, self._max_length)
         self._warned_truncation = False
         self._dim = int(model.config.hidden_size)
+        #: an exported model (OpenVINO / ONNX Runtime) that replaces ``model`` for encoding
+        self.runner: Any = None
+        self.backend_choice: Any = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -61,13 +66,24 @@ class Encoder:
         dtype: str | torch.dtype | None = None,
         num_threads: int | None = None,
         config: ModelConfig | None = None,
+        backend: str = "auto",
+        calibration_texts: Sequence[str] | None = None,
+        guard: GuardPolicy | None = None,
         **overrides: Any,
     ) -> Encoder:
         """Load a model: ``None`` is the packaged all-MiniLM-L6-v2; also a folder (transformers or
         sentence-transformers layout), a built-in alias (``multilingual-e5-small``, ``kalm-v2``,
         ...) or a hub id. ``dtype=None`` picks bf16 on GPUs and AMX CPUs, float32 elsewhere.
         Keyword overrides change single config fields, e.g. ``max_length=256``.
+
+        ``backend``: "auto" (default; ``$KALM_RAG_BACKEND`` overrides it) runs, on CPU, the fastest
+        of OpenVINO int8 / bf16 / float32 (else ONNX Runtime) that passes the accuracy guard
+        against float32, exported once and cached; "torch", "openvino" or "onnx" pick one.
+        ``dtype="int8"`` is static int8 calibrated on ``calibration_texts`` (default: a bundled
+        multilingual sample); ``guard`` sets the thresholds (default 0.99 top-10 agreement and
+        0.99 min cosine). See :mod:`kalm_rag.backends`.
         """
+        from kalm_rag.backends.load import attach, plan
         from kalm_rag.loading import load_backbone, load_tokenizer
         from kalm_rag.resolve import resolve_model
         from kalm_rag.runtime import configure_threads, pick_device, pick_dtype
@@ -77,11 +93,16 @@ class Encoder:
         if overrides:
             model_config = model_config.replace(**overrides)
         torch_device = pick_device(device)
-        torch_dtype = pick_dtype(dtype, torch_device)
+        backend, export = plan(backend, dtype, torch_device)
+        torch_dtype = pick_dtype("float32" if export else dtype, torch_device)
         configure_threads(num_threads)
         tokenizer = load_tokenizer(resolved.folder)
         model = load_backbone(resolved.folder, model_config, device=torch_device, dtype=torch_dtype)
-        return cls(model, tokenizer, model_config, name_or_path=resolved.name, source=resolved.folder)
+        encoder = cls(model, tokenizer, model_config, name_or_path=resolved.name, source=resolved.folder)
+        if export:
+            attach(encoder, backend=backend, dtype=dtype, num_threads=num_threads,
+                   calibration_texts=calibration_texts, guard=guard)  # fmt: skip
+        return encoder
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -91,6 +112,11 @@ class Encoder:
     @property
     def max_length(self) -> int:
         return self._max_length
+
+    @property
+    def backend(self) -> str:
+        """What encodes: "torch", or the exported backend and precision, e.g. "openvino int8"."""
+        return "torch" if self.runner is None else f"{self.runner.backend} {self.runner.precision}"
 
     @property
     def device(self) -> torch.device:
@@ -225,9 +251,12 @@ class Encoder:
                 input_ids, mask = input_ids.to(device), mask.to(device)
                 # a batch without padding needs no mask, which lets SDPA take its fastest path
                 needs_mask = bool((mask == 0).any()) or self.config.is_causal is False
-                hidden = self.model(
-                    input_ids=input_ids, attention_mask=mask if needs_mask else None
-                ).last_hidden_state
+                if self.runner is not None:
+                    hidden = torch.from_numpy(self.runner(input_ids.numpy(), mask.numpy()))
+                else:
+                    hidden = self.model(
+                        input_ids=input_ids, attention_mask=mask if needs_mask else None
+                    ).last_hidden_state
                 pooled = pool(hidden, mask, self.config.pooling)
                 pooled = truncate_and_normalize(pooled, dim=truncate_dim, normalize=normalize)
                 out[batch] = pooled.float().cpu().numpy()
@@ -255,6 +284,10 @@ class Encoder:
             self.tokenizer.save_pretrained(tmp)
             saved_config = self.config.replace(max_length=self.max_length)
             write_sentence_transformers_files(tmp, saved_config, self.dim)
+            if self.runner is not None:  # openvino/ or onnx/, as sentence-transformers loads them
+                from kalm_rag.backends.load import write_subfolder
+
+                write_subfolder(self, tmp)
             (tmp / CONFIG_FILENAME).write_text(
                 json.dumps(saved_config.to_dict(), indent=2) + "\n", encoding="utf-8"
             )

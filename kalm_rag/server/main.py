@@ -22,6 +22,7 @@ def load_resources(
     index: str | os.PathLike[str] | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    backend: str = "auto",
 ) -> tuple[Encoder, Retriever | None]:
     """The encoder to serve, and the retriever at ``index`` if given.
 
@@ -32,11 +33,11 @@ def load_resources(
     from kalm_rag.retriever import Retriever
 
     if index is None:
-        return Encoder.from_pretrained(model, device=device, dtype=dtype), None
+        return Encoder.from_pretrained(model, device=device, dtype=dtype, backend=backend), None
     if model is None:
-        retriever = Retriever.load(index, device=device, dtype=dtype)
+        retriever = Retriever.load(index, device=device, dtype=dtype, backend=backend)
         return retriever.encoder, retriever
-    encoder = Encoder.from_pretrained(model, device=device, dtype=dtype)
+    encoder = Encoder.from_pretrained(model, device=device, dtype=dtype, backend=backend)
     return encoder, Retriever.load(index, encoder=encoder)
 
 
@@ -48,6 +49,7 @@ def run(
     port: int = 8000,
     device: str | None = None,
     dtype: str | None = None,
+    backend: str = "auto",
     served_model_name: str | None = None,
     config: ServerConfig | None = None,
     log_level: str = "info",
@@ -58,11 +60,12 @@ def run(
     ``index``: a saved Retriever folder to answer ``/v1/search``. ``served_model_name``: the
     name clients send as ``model`` (default: the model's name). Binds 127.0.0.1 unless told
     otherwise; put a reverse proxy with authentication in front before exposing it.
+    ``backend``: the Encoder's CPU inference backend ("auto", "torch", "openvino", "onnx").
     """
     require("fastapi", "server")
     uvicorn: Any = require("uvicorn", "server")
     from kalm_rag.server.app import create_app
 
-    encoder, retriever = load_resources(model, index=index, device=device, dtype=dtype)
+    encoder, retriever = load_resources(model, index=index, device=device, dtype=dtype, backend=backend)
     app = create_app(encoder, retriever=retriever, config=config, model_name=served_model_name)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1, **uvicorn_options)
