@@ -269,6 +269,13 @@ def pick_dtypes(requested: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+
+    if "--backends" in (argv if argv is not None else sys.argv[1:]):  # the backend comparison
+        import bench_encode_backends
+
+        rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--backends"]
+        return bench_encode_backends.main(rest)
     args = parse_args(argv)
     if args.from_json:  # no measuring: only the Markdown report and the plot from saved numbers
         saved = json.loads(args.from_json.read_text(encoding="utf-8"))

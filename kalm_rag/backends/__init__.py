@@ -22,10 +22,10 @@ BACKEND_ENV = "KALM_RAG_BACKEND"
 
 
 def check_backend(backend: str | None) -> str:
-    """Validate a backend name (``None`` reads ``$KALM_RAG_BACKEND``, else "auto")."""
+    """Validate a backend name; "auto" (and ``None``) yield to ``$KALM_RAG_BACKEND`` when it is set."""
     import os
 
-    if backend is None:
+    if backend is None or backend == "auto":
         backend = os.environ.get(BACKEND_ENV, "").strip() or "auto"
     if not isinstance(backend, str) or backend.lower() not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
