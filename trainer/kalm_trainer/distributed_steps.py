@@ -88,9 +88,9 @@ def run_shared(
         f"the main process's output of step {step!r} in {folder}",
         failed=failed,
     )
-    manifest = load_manifest(folder)
-    assert manifest is not None
-    return dataclasses.replace(manifest, skipped=done)
+    written = load_manifest(folder)
+    assert written is not None
+    return dataclasses.replace(written, skipped=done)
 
 
 def run_data_step(state: Any, name: str, config: Any, inputs: Sequence[Path], folder: Path) -> Manifest:
