@@ -96,7 +96,7 @@ def build_variants(
     st = SentenceTransformer(str(ours.source_folder), device="cpu")
     st.max_seq_length = ours.max_length
     variants[ST_FP32] = {"encode": st_encode(st), "precision": "float32", "family": "sentence-transformers"}
-    precisions = ["float32", "bfloat16", "int8"] if cpu_has_fast_bf16() else ["float32", "int8"]
+    precisions = [p for p in args.precisions if p != "bfloat16" or cpu_has_fast_bf16()]
     for backend in args.engines:
         for precision in precisions:
             if backend == "onnx" and precision == "bfloat16":
@@ -257,7 +257,9 @@ def _default_choice(model: str, threads: int) -> dict[str, Any]:
     return {"backend": enc.backend, "reason": choice.reason if choice else "GPU/torch path"}
 
 
-def report(results: list[dict[str, Any]], machine: dict[str, Any], out: Path) -> str:
+def report(
+    results: list[dict[str, Any]], machine: dict[str, Any], out: Path, name: str = "encode_backends"
+) -> str:
     headers = [
         "model",
         "thr",
@@ -314,7 +316,7 @@ def report(results: list[dict[str, Any]], machine: dict[str, Any], out: Path) ->
             "",
             *defaults,
             "",
-            "![backends](encode_backends.png)",
+            f"![backends]({name}.png)",
             "",
             "## Machine",
             "",
@@ -322,7 +324,7 @@ def report(results: list[dict[str, Any]], machine: dict[str, Any], out: Path) ->
             "",
         ]
     )
-    _common.write_text_atomic(out / "encode_backends.md", text)
+    _common.write_text_atomic(out / f"{name}.md", text)
     return _common.text_table(headers, rows)
 
 
@@ -372,6 +374,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-queries", type=int, default=200, help="queries judged against those documents")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["float32", "bfloat16", "int8"],
+        help="our precisions to run (bfloat16 only where the CPU has fast bf16)",
+    )
+    parser.add_argument("--name", default="encode_backends", help="result file name (without suffix)")
     parser.add_argument("--from-json", type=Path, help="re-render the report and plot of a saved JSON")
     parser.add_argument("--out", type=Path, default=_common.RESULTS_DIR)
     return parser.parse_args(argv)
@@ -381,8 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
         saved = json.loads(args.from_json.read_text(encoding="utf-8"))
-        plot(saved["results"], args.out / "encode_backends.png")
-        print(report(saved["results"], saved["machine"], args.out))
+        plot(saved["results"], args.out / f"{args.name}.png")
+        print(report(saved["results"], saved["machine"], args.out, args.name))
         return 0
     task = load_task(args.n_docs, args.n_queries)
     load_before = _common.machine_info()["load_average_1_5_15"]
@@ -396,11 +405,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             machine["load_average_before"] = load_before
             args.out.mkdir(parents=True, exist_ok=True)  # saved after every case: partial runs count
             _common.write_json(
-                args.out / "encode_backends.json",
+                args.out / f"{args.name}.json",
                 {"benchmark": "encode_backends", "results": results, "machine": machine},
             )
-    plot(results, args.out / "encode_backends.png")
-    print(report(results, machine, args.out))
+    plot(results, args.out / f"{args.name}.png")
+    print(report(results, machine, args.out, args.name))
     return 0
 
 
