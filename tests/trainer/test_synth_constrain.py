@@ -60,6 +60,11 @@ def test_schema_accepts_what_the_parsers_accept() -> None:
         (instructions_schema(2), json.dumps(["Maps", "Atlas"]), "instructions under 10 characters"),
         (instructions_schema(2), RECORDED_UNCONSTRAINED[2].split("\n", 1)[1], "objects instead of strings"),
         (persona_schema(), '{"persona": "A librarian"', "unfinished JSON"),
+        (
+            persona_schema(64),
+            json.dumps({"persona": "A " + "very " * 26 + "old man"}),
+            "over the token budget",
+        ),
     ],
 )
 def test_schema_rejects_what_small_models_write(schema: dict[str, Any], text: str, why: str) -> None:

@@ -68,8 +68,8 @@ class SynthConfig(StepConfig):
 
     def example_max_chars(self) -> int:
         """Longest string the example schema allows: three strings share the token budget,
-        at ~4 characters a token in English (other scripts hit the token limit first)."""
-        return max(200, self.example_max_tokens * 4 // 3)
+        at ~4 characters a token in English, with room for the JSON around them."""
+        return max(200, self.example_max_tokens)
 
     def sampling(self, max_new_tokens: int) -> Sampling:
         return Sampling(max_new_tokens, self.temperature, self.top_p)
@@ -125,7 +125,7 @@ def _brainstorm(
         sampling=config.sampling(config.brainstorm_max_tokens),
         max_retries=config.max_retries,
         seed=config.seed * 2 + 1,
-        schema=instructions_schema(config.instructions_per_brainstorm),
+        schema=instructions_schema(config.instructions_per_brainstorm, config.brainstorm_max_tokens),
     )
     seen: set[str] = set()
     unique: list[tuple[SynthTask, str, str]] = []

@@ -105,7 +105,7 @@ def personas_from_texts(
         sampling=sampling,
         max_retries=max_retries,
         seed=seed,
-        schema=persona_schema(),
+        schema=persona_schema(sampling.max_new_tokens),
     )
     unique: dict[str, str] = {}
     for persona in found:

@@ -5,8 +5,11 @@ Backends that can constrain decoding (llama.cpp grammars, a logits processor for
 is valid JSON of the right shape by construction; the parsers in ``parse.py`` still check
 every reply (servers may ignore the schema, and the string rules are stricter there).
 
-String lengths are bounded: a small model that never closes a string would otherwise run
-to the token limit and leave truncated JSON behind.
+String lengths are bounded, and the bounds follow the stage's token budget: a model that
+never closes a string, or writes long ones, would otherwise hit the token limit and leave
+truncated JSON behind (the callers pass about 3 characters a token for short strings and 1 for
+the three strings of an example; text in scripts with fewer characters a token, such as
+Chinese, can still run into the limit).
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ def _string(min_length: int, max_length: int) -> JsonSchema:
     return {"type": "string", "minLength": min_length, "maxLength": max_length}
 
 
-def instructions_schema(count: int) -> JsonSchema:
+def instructions_schema(count: int, max_tokens: int = 384) -> JsonSchema:
     """Stage 1: a list of 1..``count`` one-sentence task instructions."""
+    per_item = max(40, min(300, 3 * max_tokens // max(1, count)))
     return {
         "type": "array",
-        "items": _string(10, 300),
+        "items": _string(10, per_item),
         "minItems": 1,
         "maxItems": max(1, count),
     }
@@ -49,11 +53,11 @@ def example_schema(max_chars: int = MAX_DOCUMENT_CHARS) -> JsonSchema:
     }
 
 
-def persona_schema() -> JsonSchema:
+def persona_schema(max_tokens: int = 96) -> JsonSchema:
     """Text-to-persona: ``{"persona": "..."}``, one sentence."""
     return {
         "type": "object",
-        "properties": {"persona": _string(10, 300)},
+        "properties": {"persona": _string(10, max(40, min(300, 2 * max_tokens)))},
         "required": ["persona"],
         "additionalProperties": False,
     }
