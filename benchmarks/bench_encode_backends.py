@@ -280,12 +280,12 @@ def report(
         for v in r["rows"]:
             d, q = v["document"], v["query"]
             guard = "" if not v.get("guard") else ("pass" if v["guard"]["passed"] else "refused")
-            name = v["variant"] + (" (default)" if _is_default(v, r) else "")
+            label = v["variant"] + (" (default)" if _is_default(v, r) else "")
             rows.append(
                 [
                     r["model"],
                     r["threads"],
-                    name,
+                    label,
                     d["texts_per_s"],
                     d["texts_per_cpu_s"],
                     f"{d['speedup_vs_st_fp32_cpu']:.2f}x",
@@ -340,7 +340,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         xs = np.arange(len(names))
         for offset, side in ((-0.2, "document"), (0.2, "query")):
             rates = [v[side]["speedup_vs_st_fp32_cpu"] for v in r["rows"]]
-            bars = ax.bar(xs + offset, rates, 0.4, label=f"{side}s")
+            bars = ax.bar(xs + offset, rates, 0.4, label={"document": "documents", "query": "queries"}[side])
             for bar, rate in zip(bars, rates, strict=True):
                 ax.annotate(
                     f"{rate:.2f}",
