@@ -11,6 +11,7 @@ from kalm_trainer.soup import average_state_dicts, normalize_weights, soup_check
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
 
+from kalm_rag._atomic import MARKER
 from kalm_rag.errors import InvalidInputError
 
 
@@ -93,7 +94,7 @@ def test_soup_of_model_folders(tmp_path: Path) -> None:
     second = tiny_checkpoint(tmp_path / "b", seed=1, max_shard_size="2KB")
     assert (tmp_path / "b" / "model.safetensors.index.json").is_file()  # a sharded checkpoint
     out = soup_checkpoints([tmp_path / "a", tmp_path / "b"], tmp_path / "soup", weights=[3, 1])
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if p.name != MARKER) == [  # MARKER: written by kalm-rag
         "1_Pooling",
         "config.json",
         "model.safetensors",
