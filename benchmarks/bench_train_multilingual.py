@@ -181,13 +181,15 @@ def data_report(out: Path) -> dict[str, Any]:
 
 
 def step_seconds(out: Path) -> dict[str, float]:
-    """Wall seconds of each pipeline step, from the manifests' timestamps when they have them."""
+    """Seconds of each pipeline step from its manifest; training from the stage's runtime."""
     seconds: dict[str, float] = {}
-    for manifest in sorted(out.glob("*/*/manifest.json")) + sorted(out.glob("soup/manifest.json")):
-        data = json.loads(manifest.read_text())
-        for key in ("seconds", "elapsed_s", "duration_s"):
-            if isinstance(data.get(key), int | float):
-                seconds[f"{manifest.parent.parent.name}.{manifest.parent.name}"] = float(data[key])
+    for manifest in [*sorted(out.glob("data/*/manifest.json")), out / "soup" / "manifest.json"]:
+        if manifest.is_file():
+            data = json.loads(manifest.read_text())
+            name = "soup" if manifest.parent.name == "soup" else f"data.{manifest.parent.name}"
+            seconds[name] = round(float(data.get("seconds", 0.0)), 1)
+    stage = json.loads((out / "stages" / "finetune" / "manifest.json").read_text())["stats"]
+    seconds["stage.finetune (training)"] = round(float(stage.get("train_runtime_s", 0.0)), 1)
     return seconds
 
 
@@ -239,26 +241,45 @@ def merged_results() -> dict[str, Any]:
         merged[key] = {**ablation.get(key, {}), **main.get(key, {})}
     for key in ("machine", "config"):
         if key in ablation:
-            merged[f"ablation_{key}"] = ablation[key]
+            merged[f"ablation_run_{key}"] = ablation[key]
     return merged
 
 
 # -- phases --------------------------------------------------------------------------------------
+AFTER = "multilingual (after, soup)"
+LAST = "multilingual, last checkpoint (no soup)"
+CHECKPOINT_SOUP = "multilingual, uniform soup of the checkpoints only (no base)"
+MAIN_MODELS = ("e5 (before)", AFTER, CHECKPOINT_SOUP, LAST)
+
+
 def phase_main(report: Report, work: Path) -> None:
     report.eval_once("e5 (before)", BASE_MODEL, EVAL_MAX_LENGTH)
     out = work / "main"
     started = time.perf_counter()
     run = report.run_once("main", out, [])
+    seconds = step_seconds(out)
     report.data["main"] = {
-        "wall_seconds": run["seconds"],
+        # the recipe's time from its own records (a re-run that only redoes the soup stays right)
+        "wall_seconds": round(sum(seconds.values()), 1),
         "data": data_report(out),
-        "step_seconds": step_seconds(out),
-        "started_utc": report.data.get("main", {}).get("started_utc") or time.strftime("%H:%M:%SZ"),
+        "step_seconds": seconds,
     }
     report.save()
-    report.eval_once("multilingual (after, soup)", run["final_model"], EVAL_MAX_LENGTH)
-    report.eval_once("multilingual, last checkpoint (no soup)", run["stage_model"], EVAL_MAX_LENGTH)
+    report.eval_once(AFTER, run["final_model"], EVAL_MAX_LENGTH)
+    report.eval_once(LAST, run["stage_model"], EVAL_MAX_LENGTH)
+    report.eval_once(CHECKPOINT_SOUP, checkpoint_soup(out), EVAL_MAX_LENGTH)
     print(f"main phase {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def checkpoint_soup(out: Path) -> Path:
+    """The soup without the base model: every checkpoint of the run, uniform weights."""
+    from kalm_trainer.checkpoints import complete_checkpoints
+    from kalm_trainer.soup import soup_checkpoints
+
+    model = out / "soup-checkpoints-only" / "model"
+    if not model.is_dir():
+        soup_checkpoints(complete_checkpoints(out / "checkpoints" / "finetune"), model)
+    return model
 
 
 def ablation_variants(work: Path, main_out: Path) -> dict[str, Callable[[], list[str]]]:
@@ -325,6 +346,10 @@ def phase_ablation(
                 f"run.seed={seed}",
                 f"stage.finetune.max_steps={steps}",
                 f"stage.finetune.save_steps={save_steps}",
+                # a uniform soup of the run's 3 checkpoints (the recipe's weights are for its 5
+                # checkpoints + the base model); "no soup" = the last checkpoint
+                'soup.models=["@finetune:checkpoints"]',
+                "soup.weights=[]",
             ]
             run = report.run_once(f"ablation s{seed} {name}", work / f"ablation-s{seed}-{index}",
                                   [*common, *overrides], from_step="finetune")  # fmt: skip
@@ -339,6 +364,26 @@ def phase_ablation(
 # -- rendering -----------------------------------------------------------------------------------
 def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def data_lines(counts: dict[str, Any]) -> list[str]:
+    """One line per data step: lines in, lines out, and where the rest went."""
+    lines = []
+    for name, stats in counts.items():
+        text = f"- `{name}`: {stats.get('read', '?')} read, {stats.get('written', '?')} written"
+        if "sampled_per_group" in stats:
+            groups = ", ".join(f"{k} {v}" for k, v in stats["sampled_per_group"].items())
+            text += f"; sampled per language: {groups}"
+        if "dropped_per_task" in stats:
+            dropped = {}
+            for task, n in stats["dropped_per_task"].items():
+                key = task.split("-bitext")[0] + ("-bitext" if "-bitext" in task else "")
+                dropped[key] = dropped.get(key, 0) + n
+            text += f"; dropped {stats.get('dropped')}: " + ", ".join(f"{k} {v}" for k, v in dropped.items())
+        if "mined" in stats:
+            text += f"; {stats['mined']} negatives mined, {stats.get('duplicated', 0)} duplicated to fill"
+        lines.append(text)
+    return lines
 
 
 def ablation_rows(data: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
@@ -374,26 +419,30 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             "Data steps (counts from the manifests):",
             "",
-            "```",
-            json.dumps(counts, indent=1, ensure_ascii=False)[:3000],
-            "```",
+            *data_lines(counts),
             "",
         ]
-    before, after = evals.get("e5 (before)"), evals.get("multilingual (after, soup)")
-    last = evals.get("multilingual, last checkpoint (no soup)")
+    before, after = evals.get("e5 (before)"), evals.get(AFTER)
+    last, checkpoints = evals.get(LAST), evals.get(CHECKPOINT_SOUP)
     if before:
-        head = "| group | e5 (before) | after (soup) | last checkpoint | target | met |"
-        lines += ["## Targets (dev)", "", head, "|---|---|---|---|---|---|"]
+        head = (
+            "| group | e5 (before) | after (recipe's soup) | target | met "
+            "| soup of checkpoints only | last checkpoint |"
+        )
+        lines += ["## Targets (dev)", "", head, "|---|---|---|---|---|---|---|"]
         for key, label, _quoted, target in TARGETS:
             b = before["summary"][key]
             a = after["summary"][key] if after else None
             c = last["summary"][key] if last else None
+            k = checkpoints["summary"][key] if checkpoints else None
             goal = max(b, target) if target is not None else b
             met = "-" if a is None else ("yes" if a >= goal - 1e-9 else "**no**")
-            lines.append(f"| {label} | {fmt(b)} | {fmt(a)} | {fmt(c)} | >= {goal:.3f} | {met} |")
+            lines.append(f"| {label} | {fmt(b)} | {fmt(a)} | >= {goal:.3f} | {met} | {fmt(k)} | {fmt(c)} |")
         lines += [
             "",
-            "Target = the issue's number, or e5's own value where the issue asks for at least e5's.",
+            "Target = the issue's number, or e5's own value where the issue asks for at least e5's. The "
+            "recipe's soup averages the base model (weight 1/3) with the 5 checkpoints (2/15 each); the "
+            "last two columns are the same run without the base model in the soup, and without a soup.",
             "",
         ]
         if after:
@@ -409,11 +458,8 @@ def markdown(data: dict[str, Any]) -> str:
             langs = list(before["scores"][task])
             lines += [f"### {task}", "", f"![{task}](train_multilingual_{task}.png)", "",
                       "| model | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]  # fmt: skip
-            for name in (
-                "e5 (before)",
-                "multilingual (after, soup)",
-                "multilingual, last checkpoint (no soup)",
-            ):
+            extra = [n for n in evals if n.startswith("multilingual") and n not in MAIN_MODELS]
+            for name in [*MAIN_MODELS, *extra]:
                 if name in evals:
                     row = evals[name]["scores"][task]
                     lines.append(f"| {name} | " + " | ".join(fmt(row.get(lang)) for lang in langs) + " |")
@@ -430,8 +476,9 @@ def markdown(data: dict[str, Any]) -> str:
             "Shorter runs than the recipe's and a shorter eval length (the training length of passages), "
             "to fit the whole grid in the time budget on 2 shared cores: compare rows with each other, "
             "not with the main table. Every run trains from the main run's data steps (same sample, "
-            "filtering and mining); the seed changes batch order, negative choice and mixing. "
-            "Δ = variant - reference, paired by seed (mean ± std over seeds).",
+            "filtering and mining); the seed changes batch order, negative choice and mixing. Soups "
+            "here are uniform over the run's 3 checkpoints (no base model); `no soup` is the last "
+            "checkpoint of the reference runs. Δ = variant - reference, paired by seed (mean ± std).",
             "",
             "![ablation](train_multilingual_ablation.png)",
             "",
@@ -474,11 +521,7 @@ def markdown(data: dict[str, Any]) -> str:
 def plots(data: dict[str, Any]) -> None:
     plt = _common.pyplot()
     evals = data["evals"]
-    names = [
-        n
-        for n in ("e5 (before)", "multilingual (after, soup)", "multilingual, last checkpoint (no soup)")
-        if n in evals
-    ]
+    names = [n for n in MAIN_MODELS if n in evals]
     for task in TASKS if names else ():
         langs = list(evals[names[0]]["scores"][task])
         fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(langs) + 2), 3.6))
