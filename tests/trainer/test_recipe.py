@@ -140,7 +140,7 @@ def test_step_names_resolve_short_and_long(tmp_path: Path) -> None:
 
 
 def test_shipped_recipes_load_with_the_published_values() -> None:
-    assert builtin_recipes() == ["cpu_domain", "kalm_v2", "tiny"]
+    assert builtin_recipes() == ["cpu_domain", "kalm_v2", "multilingual", "tiny"]
     v2 = load_recipe("kalm_v2")
     assert v2.model.is_causal is False and v2.model.pooling == "mean" and v2.model.max_length == 512
     assert v2.model.instruction_template == KALM_TEMPLATE
@@ -155,6 +155,18 @@ def test_shipped_recipes_load_with_the_published_values() -> None:
     domain = load_recipe("cpu_domain")
     assert domain.model.base == "multilingual-e5-small" and domain.stages["finetune"].precision == "fp32"
     assert load_recipe("tiny").step_names[-1] == "soup"
+    multi = load_recipe("multilingual")  # all three shared training files, each its own task
+    assert [Path(step.inputs[0]).name for step in list(multi.data.values())[:3]] == [
+        "debian_pairs.jsonl",
+        "gettext_pairs.jsonl",
+        "manpage_pairs.jsonl",
+    ]
+    gettext = multi.data["gettext"].config
+    assert gettext.task_type == "bitext" and gettext.task_by == "lang" and gettext.sample > 0
+    assert all(multi.data[name].config.sample_by == "lang" for name in ("debian", "gettext", "manpage"))
+    assert multi.soup is not None and multi.soup.models == ("@base", "@finetune:checkpoints")
+    checkpoints = multi.stages["finetune"].max_steps // multi.stages["finetune"].save_steps
+    assert len(multi.soup.weights) == 1 + checkpoints  # one weight per soup ingredient
 
 
 def test_cli_show_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
