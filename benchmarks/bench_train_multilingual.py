@@ -366,6 +366,25 @@ def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+ABLATION_VARIANTS = (
+    "reference (all on)",
+    "no soup (last checkpoint)",
+    "no multi-task mix (Debian pairs only)",
+    "no hard negatives (in-batch only)",
+    "no task batching (random batches)",
+    "no focal (gamma 0)",
+    "no hard-negative mixing",
+    "no filtering",
+)
+
+
+def incomplete_note(rows: dict[str, dict[str, list[float]]], seeds: list[int]) -> list[str]:
+    """Say which variants have fewer seeds than asked for (a run cut short by its time budget)."""
+    short = [f"{v} ({len(rows.get(v, {}).get('lee', []))}/{len(seeds)} seeds)" for v in ABLATION_VARIANTS
+             if len(rows.get(v, {}).get("lee", [])) < len(seeds)]  # fmt: skip
+    return [f"**Not finished in this run:** {', '.join(short)}.", ""] if short else []
+
+
 def data_lines(counts: dict[str, Any]) -> list[str]:
     """One line per data step: lines in, lines out, and where the rest went."""
     lines = []
@@ -480,6 +499,7 @@ def markdown(data: dict[str, Any]) -> str:
             "here are uniform over the run's 3 checkpoints (no base model); `no soup` is the last "
             "checkpoint of the reference runs. Δ = variant - reference, paired by seed (mean ± std).",
             "",
+            *incomplete_note(rows, ab["seeds"]),
             "![ablation](train_multilingual_ablation.png)",
             "",
             "| variant | " + " | ".join(k for k in SUMMARY_KEYS) + " |",
