@@ -553,7 +553,7 @@ def plots(data: dict[str, Any]) -> None:
         low = min(min(evals[n]["scores"][task].values()) for n in names)
         ax.set_ylim(max(0.0, low - 0.1), 1.0)
         ax.set_title(f"{task} (dev), before / after")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(axis="y", alpha=0.3)
         _common.save_figure(fig, _common.RESULTS_DIR / f"train_multilingual_{task}.png")
         plt.close(fig)
