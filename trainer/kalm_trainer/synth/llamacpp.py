@@ -92,8 +92,14 @@ class LlamaCppChatModel:
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
             from llama_cpp import LlamaGrammar  # type: ignore[import-not-found,import-untyped,unused-ignore]
+            from llama_cpp.llama_grammar import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
+                json_schema_to_gbnf,
+            )
 
-            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            # keys in the schema's order (query, positive, hard_negative): a sorted schema made
+            # the model write the hard negative first, and then copy it as the positive
+            gbnf = json_schema_to_gbnf(json.dumps(schema), prop_order=list(schema.get("required", [])))
+            self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
         return self._grammars[key]
 
     def chat(
