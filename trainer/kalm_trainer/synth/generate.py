@@ -68,8 +68,10 @@ class SynthConfig(StepConfig):
 
     def example_max_chars(self) -> int:
         """Longest string the example schema allows: three strings share the token budget,
-        at ~4 characters a token in English, with room for the JSON around them."""
-        return max(200, self.example_max_tokens)
+        at ~4 characters a token in English, with room for the JSON around them and for text
+        of fewer characters a token (code, other scripts). At 1 character a token, Qwen's
+        replies with code in them ran out of tokens before the third string."""
+        return max(160, self.example_max_tokens * 2 // 3)
 
     def sampling(self, max_new_tokens: int) -> Sampling:
         return Sampling(max_new_tokens, self.temperature, self.top_p)

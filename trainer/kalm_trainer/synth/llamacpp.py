@@ -91,8 +91,8 @@ class LlamaCppChatModel:
             return None
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
-            from llama_cpp import LlamaGrammar  # type: ignore[import-not-found,import-untyped,unused-ignore]
             from llama_cpp.llama_grammar import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
+                LlamaGrammar,
                 json_schema_to_gbnf,
             )
 
