@@ -49,7 +49,9 @@ def load_real_corpus(dev_data: Path, config: pytest.Config) -> dict[str, Any]:
     queries = queries[:: max(1, len(queries) // N_QUERIES)][:N_QUERIES]
     texts = [d[1] for d in docs] + queries
 
-    key = hashlib.sha256(json.dumps(["all-MiniLM-L6-v2", MAX_LENGTH, texts]).encode()).hexdigest()[:16]
+    # float32 is pinned below and part of the key: a cache written in bf16 is never reused
+    spec = json.dumps(["all-MiniLM-L6-v2", MAX_LENGTH, "float32", texts])
+    key = hashlib.sha256(spec.encode()).hexdigest()[:16]
     cache = config.cache.mkdir("kalm-index-embeddings") / f"{key}.npy"
     if cache.exists():
         embeddings = np.load(cache)
