@@ -51,6 +51,8 @@ class Encoder:
         self._max_length = effective_max_length(config, model.config)
         self._fast_tokenizer = FastTokenizer(tokenizer, self._max_length)
         self._warned_truncation = False
+        #: texts this encoder has cut to ``max_length`` tokens so far (warned once, counted always)
+        self.truncated_texts = 0
         self._dim = int(model.config.hidden_size)
         #: an exported model (OpenVINO / ONNX Runtime) that replaces ``model`` for encoding
         self.runner: Any = None
@@ -231,6 +233,7 @@ class Encoder:
         from kalm_rag.pooling import pool, truncate_and_normalize
 
         token_ids, truncated = self._fast_tokenizer(texts)
+        self.truncated_texts += truncated
         if truncated and not self._warned_truncation:
             self._warned_truncation = True
             warnings.warn(

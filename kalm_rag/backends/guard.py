@@ -38,6 +38,9 @@ class GuardPolicy:
 
     min_agreement: float = 0.99
     min_cosine: float = 0.99
+    #: backend="auto" with an auto dtype only: the option must encode documents at least this many
+    #: times as fast as the torch path it replaces, timed once on this machine (0: no timing)
+    min_speedup: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("min_agreement", "min_cosine"):
@@ -45,6 +48,9 @@ class GuardPolicy:
             # above 1 nothing can pass: a way to force the torch path (and to test refusals)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 2.0:
                 raise ConfigError(f"guard {name} must be a number in [-1, 2], got {value!r}")
+        speedup = self.min_speedup
+        if isinstance(speedup, bool) or not isinstance(speedup, (int, float)) or not 0.0 <= speedup <= 1000.0:
+            raise ConfigError(f"guard min_speedup must be a number in [0, 1000], got {speedup!r}")
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,22 @@
 Preference order, fastest first (benchmarks/results/encode_backends.md): OpenVINO int8, OpenVINO
 bf16 (only on CPUs with AMX or AVX512-bf16), OpenVINO float32, then ONNX Runtime int8 and
 float32 when OpenVINO is not installed, then torch. Each variant is exported once, checked by
-the guard once (both cached), and the first one that passes is used. Nothing here ever makes
-``backend="auto"`` fail: a missing library, a failed export or a refused variant moves on to the
-next option, and torch is always last.
+the guard once (both cached), and the first one that passes is used - with an auto dtype, only
+when it is also faster than the torch path on this machine (timed once and cached, see
+:mod:`kalm_rag.backends.speed`). Nothing here ever makes ``backend="auto"`` fail: a missing
+library, a failed export or a refused variant moves on to the next option, and torch is always
+last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from kalm_rag.backends import cache
 from kalm_rag.backends.base import Runner, padded_batches
 from kalm_rag.backends.guard import GuardPolicy, GuardResult, GuardTexts, bundled_texts, compare, user_texts
+from kalm_rag.backends.speed import SpeedResult, best_time, read_speed, speed_key, write_speed
 from kalm_rag.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -125,6 +129,14 @@ def choose(
             continue
         if result.passed:
             why = f"passed the guard: {result.reason()}"
+            if backend == "auto" and precision is None and policy.min_speedup > 0:
+                speed, torch_dtype = session.speed(name, prec, runner, folder)
+                timing = speed.describe(f"{name} {prec}", torch_dtype)
+                if speed.speedup < policy.min_speedup:  # a faster kernel on paper, not here
+                    refused.append(f"{name} {prec}: slower here, {timing} (need {policy.min_speedup}x)")
+                    return Choice("torch", "", "torch is the fastest passing option on this CPU: " + timing,
+                                  refused=refused)  # fmt: skip
+                why += f"; {timing}"
             if refused:
                 why += f"; refused before it: {'; '.join(refused)}"
             return Choice(name, prec, why, runner, result, folder, refused)
@@ -170,6 +182,33 @@ class _Session:
             log.info("kalm_rag: guard for %s %s took %.1fs", backend, precision, time.perf_counter() - start)
         return runner, result.under(self.policy), folder
 
+    def speed(self, backend: str, precision: str, runner: Runner, folder: Path) -> tuple[SpeedResult, str]:
+        """``runner`` against the torch path auto would fall back to (cached per CPU and threads)."""
+        from kalm_rag.runtime import pick_dtype
+
+        torch_dtype = pick_dtype(None, self.encoder.device)
+        dtype_name = str(torch_dtype).removeprefix("torch.")
+        key = speed_key(precision, dtype_name, self.num_threads)
+        result = read_speed(folder, key)
+        if result is None:
+            enc, documents = self.encoder, list(self.texts.documents)
+            model = enc.model
+            if torch_dtype != model.dtype:  # a copy: casting the float32 model back would lose bits
+                import copy
+
+                enc.model = copy.deepcopy(model).to(torch_dtype)
+            try:
+                with self._running(None):
+                    torch_s = best_time(lambda: enc.encode_document(documents, batch_size=16))
+            finally:
+                enc.model = model
+            with self._running(runner):
+                option_s = best_time(lambda: enc.encode_document(documents, batch_size=16))
+            result = SpeedResult(round(option_s, 4), round(torch_s, 4), len(documents))
+            write_speed(folder, key, result)
+            log.info("kalm_rag: timed %s %s: %s", backend, precision, result.describe(backend, dtype_name))
+        return result, dtype_name
+
     def reference(self) -> tuple[Any, Any]:
         if self._reference is None:
             self._reference = self._embed(None)
@@ -180,20 +219,27 @@ class _Session:
         import numpy as np
 
         enc = self.encoder
+        with self._running(runner):
+            queries = (
+                enc.encode_query(list(self.texts.queries), batch_size=16)
+                if self.texts.queries
+                else np.zeros((0, enc.dim), dtype=np.float32)
+            )
+            documents = enc.encode_document(list(self.texts.documents), batch_size=16)
+        return queries, documents
+
+    @contextlib.contextmanager
+    def _running(self, runner: Runner | None) -> Iterator[None]:
+        """The encoder encodes through ``runner`` (None: torch) inside; its state is restored after."""
+        enc = self.encoder
         previous, warned = enc.runner, enc._warned_truncation
         enc.runner = runner
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # long held-out documents are truncated on purpose
-                queries = (
-                    enc.encode_query(list(self.texts.queries), batch_size=16)
-                    if self.texts.queries
-                    else np.zeros((0, enc.dim), dtype=np.float32)
-                )
-                documents = enc.encode_document(list(self.texts.documents), batch_size=16)
+                yield
         finally:
             enc.runner, enc._warned_truncation = previous, warned
-        return queries, documents
 
     def _export(self, backend: str, variant: str) -> Path:
         from kalm_rag._atomic import atomic_folder

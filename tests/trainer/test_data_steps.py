@@ -121,3 +121,19 @@ def test_real_chain_convert_filter_mine(pairs: Path, tmp_path: Path) -> None:
     assert run_step(
         "mine_negatives", {"n": 7, "window": [30, 80]}, [filtered.output_path()], tmp_path / "3-mine"
     ).skipped
+
+
+def test_filter_and_mine_take_a_max_length_and_count_what_it_cuts(pairs: Path, tmp_path: Path) -> None:
+    converted = run_step("convert_pairs", {}, [pairs], tmp_path / "1-convert")
+    short = run_step(
+        "filter_ranking", {"top_k": 50, "max_length": 16}, [converted.output_path()], tmp_path / "f16"
+    )
+    full = run_step("filter_ranking", {"top_k": 50}, [converted.output_path()], tmp_path / "full")
+    # Debian long descriptions run to hundreds of tokens: at 16 nearly every one is cut
+    assert short.stats["texts_truncated"] > 250 > full.stats["texts_truncated"]
+    mined = run_step("mine_negatives", {"n": 2, "window": [5, 20], "max_length": 16},
+                     [short.output_path()], tmp_path / "m16")  # fmt: skip
+    assert mined.stats["texts_truncated"] > 250
+    for step in ("filter_ranking", "mine_negatives"):
+        with pytest.raises(ConfigError, match="max_length must be >= 1, got 0"):
+            parse_step_config(step, {"max_length": 0})

@@ -30,6 +30,7 @@ __all__ = [
     "load_encoder",
     "pool_prompt",
     "takes_instructions",
+    "truncated_so_far",
 ]
 
 FloatArray = npt.NDArray[np.float32]
@@ -135,15 +136,29 @@ def encode_pool(
     return encode_documents(encoder, pool.texts, task_type, instruction)
 
 
+def truncated_so_far(encoder: TextEncoder) -> int:
+    """Texts the (SDK) encoder has truncated to its ``max_length`` so far in this process; a
+    step records the difference in its manifest, so cut passages are counted, not silent."""
+    return int(getattr(encoder, "truncated_texts", 0))
+
+
 @functools.lru_cache(maxsize=2)
-def load_encoder(model: str | None = None, *, device: str | None = None) -> TextEncoder:
+def load_encoder(
+    model: str | None = None, *, device: str | None = None, max_length: int | None = None
+) -> TextEncoder:
     """The SDK encoder for a model name/path (``None``: the packaged all-MiniLM-L6-v2).
 
-    Cached: a recipe that filters and then mines with the same model loads it once.
+    ``max_length`` caps tokens per text (``None``: the model's own, 512 for e5); longer texts are
+    truncated and the encoder logs how many. Cached: a recipe that filters and then mines with the
+    same model and length loads it once.
     """
     from kalm_rag.encoder import Encoder
     from kalm_trainer.data.sharded import ShardedEncoder
 
     # sharded across processes inside kalm_trainer.data.sharded.sharded_encoding(); else as is
-    encoder: TextEncoder = ShardedEncoder(Encoder.from_pretrained(model, device=device))
+    encoder: TextEncoder = ShardedEncoder(
+        Encoder.from_pretrained(model, device=device)
+        if max_length is None
+        else Encoder.from_pretrained(model, device=device, max_length=max_length)
+    )
     return encoder

@@ -27,6 +27,7 @@ from kalm_trainer.data.embedding import (
     group_by_task,
     load_encoder,
     pool_prompt,
+    truncated_so_far,
 )
 from kalm_trainer.data.jsonl import OnError, read_examples, write_examples
 from kalm_trainer.data.schema import TrainingExample
@@ -50,12 +51,16 @@ class FilterConfig(StepConfig):
     top_k: int = 50
     model: str | None = None  # Encoder name or path; None = the packaged all-MiniLM-L6-v2
     device: str | None = None
+    # tokens per text for this step's encoder (None: the model's own); shorter is much faster on CPU
+    max_length: int | None = None
     exclude_query: bool = True
     on_error: OnError = "raise"
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ConfigError(f"max_length must be >= 1, got {self.max_length}")
 
 
 @dataclass(slots=True)
@@ -165,7 +170,8 @@ def filter_ranking_consistency(
 def run_filter_step(config: FilterConfig, inputs: Sequence[Path], output_dir: Path) -> dict[str, Any]:
     """Step shell: read inputs, filter with the configured encoder, write ``examples.jsonl``."""
     report = read_examples(inputs, on_error=config.on_error)
-    encoder = load_encoder(config.model, device=config.device)
+    encoder = load_encoder(config.model, device=config.device, max_length=config.max_length)
+    truncated_before = truncated_so_far(encoder)
     result = filter_ranking_consistency(
         report.examples, encoder, top_k=config.top_k, exclude_query=config.exclude_query, device=config.device
     )
@@ -176,5 +182,7 @@ def run_filter_step(config: FilterConfig, inputs: Sequence[Path], output_dir: Pa
         "dropped": sum(result.dropped_per_task.values()),
         "kept_per_task": dict(result.kept_per_task),
         "dropped_per_task": dict(result.dropped_per_task),
+        # texts cut to the encoder's max_length while ranking (this process's share)
+        "texts_truncated": truncated_so_far(encoder) - truncated_before,
         "skipped_lines": [str(e) for e in report.skipped[:100]],
     }

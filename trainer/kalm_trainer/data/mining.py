@@ -31,6 +31,7 @@ from kalm_trainer.data.embedding import (
     group_by_task,
     load_encoder,
     pool_prompt,
+    truncated_so_far,
 )
 from kalm_trainer.data.jsonl import OnError, read_examples, write_examples
 from kalm_trainer.data.schema import TrainingExample
@@ -54,9 +55,13 @@ class MineConfig(StepConfig):
     seed: int = 0
     model: str | None = None  # Encoder name or path; None = the packaged all-MiniLM-L6-v2
     device: str | None = None
+    # tokens per text for this step's encoder (None: the model's own); shorter is much faster on CPU
+    max_length: int | None = None
     on_error: OnError = "raise"
 
     def __post_init__(self) -> None:
+        if self.max_length is not None and self.max_length < 1:
+            raise ConfigError(f"max_length must be >= 1, got {self.max_length}")
         check_mining_args(self.n, self.window)
 
 
@@ -185,7 +190,8 @@ def _pool_labels(group: Sequence[TrainingExample], pool: CandidatePool) -> dict[
 def run_mine_step(config: MineConfig, inputs: Sequence[Path], output_dir: Path) -> dict[str, Any]:
     """Step shell: read inputs, mine with the configured encoder, write ``examples.jsonl``."""
     report = read_examples(inputs, on_error=config.on_error)
-    encoder = load_encoder(config.model, device=config.device)
+    encoder = load_encoder(config.model, device=config.device, max_length=config.max_length)
+    truncated_before = truncated_so_far(encoder)
     result = mine_hard_negatives(
         report.examples, encoder, n=config.n, window=config.window, seed=config.seed, device=config.device
     )
@@ -194,5 +200,7 @@ def run_mine_step(config: MineConfig, inputs: Sequence[Path], output_dir: Path) 
         **report.counts,
         "written": written,
         **result.counts,
+        # texts cut to the encoder's max_length while ranking (this process's share)
+        "texts_truncated": truncated_so_far(encoder) - truncated_before,
         "skipped_lines": [str(e) for e in report.skipped[:100]],
     }
