@@ -177,3 +177,8 @@ def test_cli_show_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "neither a file nor a shipped recipe" in capsys.readouterr().err
     assert main(["list"]) == 0
     assert "mine_negatives" in capsys.readouterr().out
+    # overrides are read after an option too (they used to be "unrecognized arguments")
+    assert main(["run", str(write(tmp_path, GOOD)), "--until", "data.pairs", "stage.finetune.nope=1"]) == 2
+    assert "nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", str(write(tmp_path, GOOD)), "--until", "data.pairs", "--bogus"])

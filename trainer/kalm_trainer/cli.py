@@ -44,7 +44,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow an option (run RECIPE --until X key=value): argparse
+    # ends a positional list at the first option, so collect them here; anything else is an error
+    if extra and getattr(args, "overrides", None) is not None and all(_is_override(e) for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # (importing kalm_rag above already set OMP_WAIT_POLICY=PASSIVE before torch loads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -53,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KalmRagError as exc:
         print(f"kalm-train: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _is_override(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
