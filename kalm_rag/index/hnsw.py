@@ -23,6 +23,7 @@ from kalm_rag.errors import ConfigError, InvalidInputError, require
 from kalm_rag.index.base import IndexContext, PathType, Payload, SearchHit, StoredItem, make_hit
 from kalm_rag.index.exact import top_k
 from kalm_rag.index.filters import Filter, parse_filter
+from kalm_rag.index.hnsw_files import load_graph, read_dense_vectors, read_labels
 from kalm_rag.index.hnsw_filter import plan_filtered, post_filter
 from kalm_rag.index.payload_index import PayloadIndex
 from kalm_rag.index.runtime import available_cores
@@ -30,9 +31,6 @@ from kalm_rag.index.rwlock import ReadWriteLock
 from kalm_rag.index.storage import (
     check_backend,
     config_from,
-    hnswlib_file_dim,
-    load_vectors,
-    read_json,
     read_manifest,
     read_records,
     save_index_dir,
@@ -275,45 +273,19 @@ class HnswIndex(IndexContext):
         index = cls(int(manifest["dim"]), metric=str(manifest["metric"]), config=saved)
         count = int(manifest["count"])
         ids, payloads = read_records(folder, count)
-        label_info = read_json(folder / "labels.json")
-        labels = label_info.get("labels") if isinstance(label_info, dict) else None
-        if (
-            not isinstance(labels, list)
-            or len(labels) != count
-            or not all(type(label) is int for label in labels)
-            or type(label_info.get("next_label")) is not int
-        ):
-            raise InvalidInputError(f"index data in {folder} is damaged: labels.json does not match")
-        graph = folder / "hnsw.bin"
-        if hnswlib_file_dim(graph) != index._dim:
-            raise InvalidInputError(
-                f"index at {path} is damaged: {graph.name} holds {hnswlib_file_dim(graph)}-d vectors, "
-                f"index.json says dim {index._dim}"
-            )
+        labels, next_label = read_labels(folder, count)
         engine = index._new_engine()
-        try:
-            engine.load_index(str(graph), max_elements=0, allow_replace_deleted=True)
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise InvalidInputError(f"index at {path} is damaged: {graph.name} ({exc})") from exc
-        if engine.get_current_count() < count:
-            raise InvalidInputError(
-                f"index at {path} is damaged: {graph.name} holds fewer than {count} items"
-            )
+        load_graph(engine, folder, path, index._dim, count)
         engine.set_ef(index.config.ef)
         index._index = engine
         index._labels = dict(zip(ids, labels, strict=True))
         index._ids = dict(zip(labels, ids, strict=True))
         index._payloads = {label: p for label, p in zip(labels, payloads, strict=True) if p is not None}
-        index._next_label = int(label_info["next_label"])
+        index._next_label = next_label
         for label, payload in index._payloads.items():
             index._payload_index.add(label, payload)
         label_array = np.asarray(labels, np.int64)
-        if (folder / "vectors.npy").is_file():
-            vectors = load_vectors(folder, count, index._dim)
-        else:  # saved before the dense copy existed: read the vectors back from hnswlib
-            vectors = np.asarray(engine.get_items(labels), np.float32).reshape(count, index._dim)
-        if vectors.shape != (count, index._dim) or vectors.dtype != np.float32:
-            raise InvalidInputError(f"index data in {folder} is damaged: vectors have shape {vectors.shape}")
+        vectors = read_dense_vectors(folder, engine, labels, index._dim)
         index._place(label_array, vectors, 0)
         return index
 
