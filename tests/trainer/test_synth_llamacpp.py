@@ -62,14 +62,14 @@ def _parses(parse: object, reply: str | None) -> bool:
 
 
 def test_pipeline_first_try_rate_and_counts(llm: object) -> None:
-    # one-stage tasks only: in the one run made so far, SmolLM2's brainstorm replies through
-    # llama.cpp failed to parse 4 of 4 times ("no JSON list"; cause not found yet), while a
-    # single brainstorm request outside the pipeline parsed
+    # brainstormed shapes too: their replies used to fail 4 of 4 ("no JSON list"), because the
+    # converter's grammar let raw newlines into JSON strings (fixed by strict_string_chars)
     config = SynthConfig(
         llm=LLMConfig(backend="llamacpp", model="smollm2-135m"),
-        task_types=("sts", "bitext"),
+        task_types=("short-long", "sts", "bitext"),
         brainstorms_per_task=2,
         instructions_per_brainstorm=2,
+        examples_per_instruction=1,
         symmetric_examples=2,
         max_retries=1,
         example_max_tokens=384,
@@ -78,10 +78,23 @@ def test_pipeline_first_try_rate_and_counts(llm: object) -> None:
     result = generate_synthetic(llm, ["A system administrator who maintains Debian servers"], config)  # type: ignore[arg-type]
     stats = result.stats
     print(json.dumps(stats, indent=1))
-    for stage in ("example",):
+    for stage in ("brainstorm", "example"):
         assert stats[f"{stage}_constrained"] is True
         assert stats[f"{stage}_first_try_json_rate"] >= 0.9
         assert stats[f"{stage}_requested"] == stats[f"{stage}_ok"] + stats[f"{stage}_dropped"]
+    assert stats["brainstorm_requested"] == 2 and stats["instructions_found"] > 0
+
+
+def test_grammar_keeps_control_characters_out_of_strings() -> None:
+    """JSON forbids raw U+0000-U+001F in strings; the converter's char rule allowed them."""
+    from kalm_trainer.synth.llamacpp import strict_string_chars
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+    loose = json_schema_to_gbnf(json.dumps(instructions_schema(2)))
+    strict = strict_string_chars(loose)
+    (char_rule,) = [line for line in strict.splitlines() if line.startswith("char ::=")]
+    assert char_rule.startswith('char ::= [^"\\\\\\x7F\\x00-\\x1F] |') and strict != loose
+    LlamaGrammar.from_string(strict, verbose=False)  # llama.cpp parses it
 
 
 def test_unknown_model_is_a_clear_error() -> None:

@@ -43,6 +43,21 @@ def resolve_gguf(model: str) -> Path:
     return path
 
 
+#: llama-cpp-python's schema converter lets a JSON string hold raw control characters (its
+#: ``char`` rule is ``[^"\\]``), so a model could write a real newline inside a string and the
+#: reply was not JSON: every SmolLM2 brainstorm reply failed that way ("no JSON list"). JSON
+#: forbids U+0000-U+001F unescaped; llama.cpp's own C++ converter excludes them, as this does.
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def strict_string_chars(gbnf: str) -> str:
+    """The grammar with JSON's rule for characters in strings (no raw control characters)."""
+    lines = [_STRICT_CHAR + line[len(_LOOSE_CHAR) :] if line.startswith(_LOOSE_CHAR) else line
+             for line in gbnf.splitlines()]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def _default_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -99,7 +114,7 @@ class LlamaCppChatModel:
             # keys in the schema's order (query, positive, hard_negative): a sorted schema made
             # the model write the hard negative first, and then copy it as the positive
             gbnf = json_schema_to_gbnf(json.dumps(schema), prop_order=list(schema.get("required", [])))
-            self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
+            self._grammars[key] = LlamaGrammar.from_string(strict_string_chars(gbnf), verbose=False)
         return self._grammars[key]
 
     def chat(
