@@ -168,8 +168,10 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             "Shorter runs than the recipe's and a shorter eval length (the training length of passages), "
             "to fit the whole grid in the time budget on 2 shared cores: compare rows with each other, "
-            "not with the main table. Every run trains from the main run's data steps (same sample, "
-            "filtering and mining); the seed changes batch order, negative choice and mixing. Soups "
+            "not with the main table. The grid ran on v1 of the recipe (its data steps and stage "
+            "settings: 120 Debian pairs per language, 6 frozen layers, lr 3e-5), before the shipped "
+            "settings were chosen; every run trains from v1's data steps (same sample, filtering and "
+            "mining); the seed changes batch order, negative choice and mixing. Soups "
             "here are uniform over the run's 3 checkpoints (no base model); `no soup` is the last "
             "checkpoint of the reference runs. Δ = variant - reference, paired by seed (mean ± std).",
             "",
