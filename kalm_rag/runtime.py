@@ -32,16 +32,21 @@ def cpu_has_fast_bf16() -> bool:
 
 
 @functools.cache
-def _cpuinfo_has_bf16() -> bool:
+def cpuinfo_field(name: str) -> str:
+    """The first ``name : value`` of /proc/cpuinfo (e.g. "flags", "model name"); "" if absent."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return False
+    return ""
+
+
+def _cpuinfo_has_bf16() -> bool:
+    return bool(set(cpuinfo_field("flags").split()) & {"amx_bf16", "avx512_bf16"})
 
 
 def available_cores() -> int:

@@ -79,26 +79,41 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     (folder / "export.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
-def read_guard(folder: Path, key: str) -> GuardResult | None:
+def read_entry(path: Path, key: str) -> dict[str, Any] | None:
+    """One entry of a JSON object file (guard.json, speed.json); None when missing or unreadable."""
     try:
-        entry = json.loads((folder / "guard.json").read_text(encoding="utf-8")).get(key)
-        return GuardResult.from_dict(entry) if isinstance(entry, dict) else None
-    except (OSError, json.JSONDecodeError, TypeError, ValueError):
+        entry = json.loads(path.read_text(encoding="utf-8")).get(key)
+    except (OSError, json.JSONDecodeError, AttributeError):
         return None
+    return entry if isinstance(entry, dict) else None
 
 
-def write_guard(folder: Path, key: str, result: GuardResult) -> None:
-    """Add one verdict to the export's guard.json (read-modify-write, replaced atomically)."""
+def write_entry(path: Path, key: str, value: dict[str, Any]) -> None:
+    """Add or replace one entry of a JSON object file (read-modify-write, replaced atomically)."""
     from kalm_rag._atomic import atomic_file
 
-    path = folder / "guard.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         data = {}
-    data[key] = result.to_dict()
+    if not isinstance(data, dict):
+        data = {}
+    data[key] = value
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def read_guard(folder: Path, key: str) -> GuardResult | None:
+    entry = read_entry(folder / "guard.json", key)
+    try:
+        return GuardResult.from_dict(entry) if entry is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def write_guard(folder: Path, key: str, result: GuardResult) -> None:
+    """Add one verdict to the export's guard.json."""
+    write_entry(folder / "guard.json", key, result.to_dict())
 
 
 def sizes(folder: Path) -> int:
@@ -109,9 +124,11 @@ __all__ = [
     "EXPORT_FORMAT",
     "export_folder",
     "exports_root",
+    "read_entry",
     "read_guard",
     "read_manifest",
     "source_hash",
+    "write_entry",
     "write_guard",
     "write_manifest",
 ]

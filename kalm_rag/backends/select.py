@@ -311,9 +311,6 @@ def _files(folder: Path) -> list[str]:
 @functools.cache
 def cpu_has_fast_int8() -> bool:
     """True when the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-int8)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    from kalm_rag.runtime import cpuinfo_field
+
+    return bool(set(cpuinfo_field("flags").split()) & {"avx512_vnni", "avx_vnni", "amx_int8"})

@@ -11,8 +11,6 @@ later load reads it instead of timing again.
 
 from __future__ import annotations
 
-import functools
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -54,17 +52,11 @@ def best_time(encode: Callable[[], Any], passes: int = TIMED_PASSES) -> float:
     return min(times)
 
 
-@functools.cache
 def cpu_model() -> str:
     """The CPU's model name (speed results from another CPU must not be reused)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from kalm_rag.runtime import cpuinfo_field
+
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def speed_key(precision: str, torch_dtype: str, num_threads: int) -> str:
@@ -72,25 +64,20 @@ def speed_key(precision: str, torch_dtype: str, num_threads: int) -> str:
 
 
 def read_speed(folder: Path, key: str) -> SpeedResult | None:
+    from kalm_rag.backends.cache import read_entry
+
+    entry = read_entry(folder / "speed.json", key)
     try:
-        entry = json.loads((folder / "speed.json").read_text(encoding="utf-8")).get(key)
-        return SpeedResult(**entry) if isinstance(entry, dict) else None
-    except (OSError, json.JSONDecodeError, TypeError, ValueError):
+        return SpeedResult(**entry) if entry is not None else None
+    except TypeError:  # an entry written by another version: time again
         return None
 
 
 def write_speed(folder: Path, key: str, result: SpeedResult) -> None:
-    """Add one measurement to the export's speed.json (read-modify-write, replaced atomically)."""
-    from kalm_rag._atomic import atomic_file
+    """Add one measurement to the export's speed.json (replaced atomically)."""
+    from kalm_rag.backends.cache import write_entry
 
-    path = folder / "speed.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        data = {}
-    data[key] = asdict(result)
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    write_entry(folder / "speed.json", key, asdict(result))
 
 
 __all__ = ["SpeedResult", "best_time", "cpu_model", "read_speed", "speed_key", "write_speed"]
