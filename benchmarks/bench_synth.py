@@ -116,6 +116,9 @@ def main() -> None:
     ap.add_argument("--train-data", type=Path, default=TRAIN_DATA)
     ap.add_argument("--speed-only", type=int, default=0, help="only time N example-stage requests")
     ap.add_argument("--label", default=None)
+    ap.add_argument(
+        "--examples-out", type=Path, default=None, help="also write every example as trainer JSONL here"
+    )
     ap.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = ap.parse_args()
 
@@ -219,6 +222,10 @@ def main() -> None:
         }
         for ex in result.examples
     ]
+    if args.examples_out is not None:  # the trainer's own format: task_type, instruction, negatives
+        from kalm_trainer.data.jsonl import write_examples
+
+        write_examples(args.examples_out, result.examples)
     write_text_atomic(
         args.out_dir / f"synth_{label}_samples.jsonl",
         "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples),
