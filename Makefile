@@ -11,7 +11,7 @@ export HNSWLIB_NO_NATIVE := 1
 export OMP_WAIT_POLICY := PASSIVE
 PYPROJECTS := pyproject.toml trainer/pyproject.toml integrations/langchain/pyproject.toml integrations/llamaindex/pyproject.toml $(CONSTRAINTS)
 
-.PHONY: demo test install dev lint typecheck pytest clean
+.PHONY: demo test install dev llm lint typecheck pytest clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ $(VENV)/.dev-installed: $(VENV)/.installed $(PYPROJECTS)
 
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
+
+# optional: the local LLM for synthetic data (llama.cpp from source, ~5 min on 2 cores). Portable
+# flags (no -march=native); its multimodal library and tools are never used, so not built.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+llm: $(VENV)/.dev-installed
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP_INSTALL) -e "./trainer[llm]"
 
 demo: $(VENV)/.installed
 	$(PY) -m kalm_rag.demo
