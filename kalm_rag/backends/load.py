@@ -73,7 +73,8 @@ def attach(
         calibration_texts=calibration_texts, policy=guard,
     )  # fmt: skip
     if choice.runner is None:
-        torch_dtype = pick_dtype(None if precision == "int8" else dtype, encoder.device)
+        # choice.precision: the guarded torch dtype of an auto dtype ("" when nothing was guarded)
+        torch_dtype = pick_dtype(choice.precision or (None if precision == "int8" else dtype), encoder.device)
         encoder.model.to(torch_dtype)
         choice.precision = str(torch_dtype).removeprefix("torch.")
     encoder.runner = choice.runner

@@ -5,9 +5,10 @@ bf16 (only on CPUs with AMX or AVX512-bf16), OpenVINO float32, then ONNX Runtime
 float32 when OpenVINO is not installed, then torch. Each variant is exported once, checked by
 the guard once (both cached), and the first one that passes is used - with an auto dtype, only
 when it is also faster than the torch path on this machine (timed once and cached, see
-:mod:`kalm_rag.backends.speed`). Nothing here ever makes ``backend="auto"`` fail: a missing
-library, a failed export or a refused variant moves on to the next option, and torch is always
-last.
+:mod:`kalm_rag.backends.speed`). With an auto dtype that torch path is guarded as well: bf16
+(on CPUs with AMX or AVX512-bf16) only when it passes the same guard, else float32. Nothing
+here ever makes ``backend="auto"`` fail: a missing library, a failed export or a refused variant
+moves on to the next option, and torch is always last.
 """
 
 from __future__ import annotations
@@ -107,15 +108,25 @@ def choose(
             f"`pip install 'kalm-rag[{_EXTRA[backend]}]'`"
         )
     options = candidates(backend, precision)
-    if not options:
+    policy = policy or GuardPolicy()
+    auto_dtype = backend == "auto" and precision is None
+    # an auto dtype (or a refused int8) falls back to torch in bf16 only where bf16 passes the guard
+    guard_torch = precision in (None, "int8")
+    session: _Session | None = None
+    if options or (guard_torch and encoder.source_folder is not None):
+        texts = user_texts(calibration_texts) if calibration_texts is not None else bundled_texts()
+        session = _Session(encoder, texts, policy, num_threads)
+    refused: list[str] = []
+
+    def torch_precision() -> str:
+        return session.torch_fallback(refused) if guard_torch and session is not None else ""
+
+    if not options or session is None:
         why = "OpenVINO and ONNX Runtime are not installed" if backend == "auto" else "nothing to try"
         if backend == "auto" and precision == "bfloat16":
             why = "this CPU has no fast bf16"
-        return Choice("torch", "", why)
-    policy = policy or GuardPolicy()
-    texts = user_texts(calibration_texts) if calibration_texts is not None else bundled_texts()
-    session = _Session(encoder, texts, policy, num_threads)
-    refused: list[str] = []
+        fallback = torch_precision()
+        return Choice("torch", fallback, _with_refused(why, refused), refused=refused)
     for name, prec in options:
         try:
             runner, result, folder = session.try_option(name, prec)
@@ -129,22 +140,27 @@ def choose(
             continue
         if result.passed:
             why = f"passed the guard: {result.reason()}"
-            if backend == "auto" and precision is None and policy.min_speedup > 0:
-                speed, torch_dtype = session.speed(name, prec, runner, folder)
-                timing = speed.describe(f"{name} {prec}", torch_dtype)
+            if auto_dtype and policy.min_speedup > 0:
+                fallback = torch_precision()
+                speed = session.speed(name, prec, runner, folder, fallback)
+                timing = speed.describe(f"{name} {prec}", fallback)
                 if speed.speedup < policy.min_speedup:  # a faster kernel on paper, not here
+                    why = "torch is the fastest passing option on this CPU: " + timing
+                    choice = Choice("torch", fallback, _with_refused(why, refused), refused=refused)
                     refused.append(f"{name} {prec}: slower here, {timing} (need {policy.min_speedup}x)")
-                    return Choice("torch", "", "torch is the fastest passing option on this CPU: " + timing,
-                                  refused=refused)  # fmt: skip
+                    return choice
                 why += f"; {timing}"
-            if refused:
-                why += f"; refused before it: {'; '.join(refused)}"
-            return Choice(name, prec, why, runner, result, folder, refused)
+            return Choice(name, prec, _with_refused(why, refused), runner, result, folder, refused)
         message = f"{name} {prec} refused by the accuracy guard: {result.reason()}"
         if precision == prec:  # asked for by name: say so loudly
             warnings.warn(message + "; falling back to the next option", UserWarning, stacklevel=4)
         refused.append(f"{name} {prec}: {result.reason()}")
-    return Choice("torch", "", "no exported option passed: " + "; ".join(refused), refused=refused)
+    fallback = torch_precision()
+    return Choice("torch", fallback, "no exported option passed: " + "; ".join(refused), refused=refused)
+
+
+def _with_refused(why: str, refused: list[str]) -> str:
+    return f"{why}; refused before it: {'; '.join(refused)}" if refused else why
 
 
 class _Session:
@@ -162,6 +178,7 @@ class _Session:
         settings = {"is_causal": encoder.config.is_causal}
         self.source = source_hash(encoder.source_folder, settings)
         self._reference: tuple[Any, Any] | None = None
+        self._torch_precision: str | None = None
 
     def try_option(self, backend: str, precision: str) -> tuple[Runner, GuardResult, Path]:
         module = _module(backend)
@@ -182,32 +199,67 @@ class _Session:
             log.info("kalm_rag: guard for %s %s took %.1fs", backend, precision, time.perf_counter() - start)
         return runner, result.under(self.policy), folder
 
-    def speed(self, backend: str, precision: str, runner: Runner, folder: Path) -> tuple[SpeedResult, str]:
+    def speed(
+        self, backend: str, precision: str, runner: Runner, folder: Path, torch_precision: str
+    ) -> SpeedResult:
         """``runner`` against the torch path auto would fall back to (cached per CPU and threads)."""
-        from kalm_rag.runtime import pick_dtype
-
-        torch_dtype = pick_dtype(None, self.encoder.device)
-        dtype_name = str(torch_dtype).removeprefix("torch.")
-        key = speed_key(precision, dtype_name, self.num_threads)
+        key = speed_key(precision, torch_precision, self.num_threads)
         result = read_speed(folder, key)
         if result is None:
             enc, documents = self.encoder, list(self.texts.documents)
-            model = enc.model
-            if torch_dtype != model.dtype:  # a copy: casting the float32 model back would lose bits
-                import copy
-
-                enc.model = copy.deepcopy(model).to(torch_dtype)
-            try:
-                with self._running(None):
-                    torch_s = best_time(lambda: enc.encode_document(documents, batch_size=16))
-            finally:
-                enc.model = model
+            with self._torch_in(torch_precision), self._running(None):
+                torch_s = best_time(lambda: enc.encode_document(documents, batch_size=16))
             with self._running(runner):
                 option_s = best_time(lambda: enc.encode_document(documents, batch_size=16))
             result = SpeedResult(round(option_s, 4), round(torch_s, 4), len(documents))
             write_speed(folder, key, result)
-            log.info("kalm_rag: timed %s %s: %s", backend, precision, result.describe(backend, dtype_name))
-        return result, dtype_name
+            timing = result.describe(backend, torch_precision)
+            log.info("kalm_rag: timed %s %s: %s", backend, precision, timing)
+        return result
+
+    def torch_fallback(self, refused: list[str]) -> str:
+        """The torch dtype for an auto dtype: bf16 where the CPU has it and it passes the guard
+        (verdict cached per model and texts like an export's), else float32. A refusal is added
+        to ``refused`` once."""
+        if self._torch_precision is None:
+            self._torch_precision = self._guarded_torch_precision(refused)
+        return self._torch_precision
+
+    def _guarded_torch_precision(self, refused: list[str]) -> str:
+        from kalm_rag.runtime import pick_dtype
+
+        if pick_dtype(None, self.encoder.device) != pick_dtype("float32", self.encoder.device):
+            folder = cache.export_folder(self.encoder.name_or_path, self.source, "torch-bfloat16")
+            key = f"bfloat16:{self.texts.source}:{self.texts.key}"
+            result = cache.read_guard(folder, key)
+            if result is None:
+                with self._torch_in("bfloat16"):
+                    candidate = self._embed(None)
+                result = compare(self.reference(), candidate, texts=self.texts, policy=self.policy)
+                folder.mkdir(parents=True, exist_ok=True)
+                cache.write_guard(folder, key, result)
+            result = result.under(self.policy)
+            if result.passed:
+                return "bfloat16"
+            refused.append(f"torch bfloat16: {result.reason()}")
+        return "float32"
+
+    @contextlib.contextmanager
+    def _torch_in(self, precision: str) -> Iterator[None]:
+        """The encoder's torch model in ``precision`` inside (a copy: casting back would lose bits)."""
+        import torch
+
+        enc = self.encoder
+        model = enc.model
+        dtype = getattr(torch, precision)
+        if dtype != model.dtype:
+            import copy
+
+            enc.model = copy.deepcopy(model).to(dtype)
+        try:
+            yield
+        finally:
+            enc.model = model
 
     def reference(self) -> tuple[Any, Any]:
         if self._reference is None:

@@ -67,6 +67,8 @@ def test_exported_float32_matches_torch_and_is_cached(tiny_bert_dir: Path, backe
 
 def test_guard_refuses_what_misses_the_tolerance(tiny_bert_dir: Path) -> None:
     """A tolerance nothing can meet: int8 and the float32 fallback are refused, torch runs."""
+    import torch
+
     from kalm_rag import Encoder
     from kalm_rag.backends.guard import GuardPolicy
 
@@ -77,7 +79,9 @@ def test_guard_refuses_what_misses_the_tolerance(tiny_bert_dir: Path) -> None:
         )
     assert enc.backend == "torch" and enc.runner is None
     refused = enc.backend_choice.refused
-    assert [r.split(":")[0] for r in refused] == ["onnx int8", "onnx float32"]
+    # on a CPU with fast bf16 the torch fallback's bf16 is refused too ("torch bfloat16"): float32
+    assert [r.split(":")[0] for r in refused][:2] == ["onnx int8", "onnx float32"]
+    assert enc.model.dtype == torch.float32
     int8_folder = next(p for p in _exports() if "int8" in p.name)
     verdicts = json.loads((int8_folder / "guard.json").read_text())
     assert [v["passed"] for v in verdicts.values()] == [False]
@@ -112,7 +116,8 @@ def test_auto_keeps_torch_when_the_option_is_not_faster_here(tiny_bert_dir: Path
     [(key, timing)] = timings.items()
     assert key.startswith(untimed.backend.split()[1]) and timing["n_documents"] == len(OWN) // 2
     assert timing["option_seconds"] > 0 and timing["torch_seconds"] > 0
-    ref = Encoder.from_pretrained(str(tiny_bert_dir), backend="torch")
+    # the guarded torch dtype: bf16 only on a bf16 CPU where bf16 passes the guard
+    ref = Encoder.from_pretrained(str(tiny_bert_dir), backend="torch", dtype=enc.backend_choice.precision)
     np.testing.assert_allclose(enc.encode(TEXTS), ref.encode(TEXTS), atol=1e-6)
 
     # the second load reads the measurement instead of timing again
@@ -149,6 +154,39 @@ def test_auto_falls_back_to_torch_without_openvino(
         Encoder.from_pretrained(str(tiny_bert_dir), backend="openvino")
 
 
+def test_auto_guards_its_torch_bf16_path(tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU with fast bf16, auto's torch path is bf16 only when bf16 passes the same guard as
+    the exports (verdict cached); else float32. An explicit dtype is never second-guessed."""
+    import torch
+
+    from kalm_rag import Encoder, runtime
+    from kalm_rag.backends.guard import GuardPolicy
+
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)  # as on AMX / AVX512-bf16 CPUs
+    for module in ("openvino", "onnxruntime"):
+        monkeypatch.setitem(sys.modules, module, None)  # torch is the only path: no exports
+    impossible = GuardPolicy(min_agreement=1.0, min_cosine=1.01)
+    enc = Encoder.from_pretrained(str(tiny_bert_dir), calibration_texts=OWN, guard=impossible)
+    assert enc.backend == "torch" and enc.model.dtype == torch.float32
+    choice = enc.backend_choice
+    assert choice.precision == "float32" and choice.refused[0].startswith("torch bfloat16: top-10 agreement")
+    assert "refused before it: torch bfloat16" in choice.reason
+    [folder] = [p for p in _exports() if p.name == "torch-bfloat16"]
+    [verdict] = json.loads((folder / "guard.json").read_text()).values()
+    assert verdict["passed"] is False and verdict["min_cosine"] > 0.99  # bf16 is close, not exact
+    ref = Encoder.from_pretrained(str(tiny_bert_dir), backend="torch", dtype="float32")
+    np.testing.assert_allclose(enc.encode(TEXTS), ref.encode(TEXTS), atol=1e-6)
+
+    # the cached metrics judged under thresholds bf16 meets: bf16, with no refusal
+    stamp = (folder / "guard.json").stat().st_mtime_ns
+    lenient = GuardPolicy(min_agreement=0.5, min_cosine=0.9)
+    fast = Encoder.from_pretrained(str(tiny_bert_dir), calibration_texts=OWN, guard=lenient)
+    assert fast.model.dtype == torch.bfloat16 and fast.backend_choice.refused == []
+    assert (folder / "guard.json").stat().st_mtime_ns == stamp
+    asked = Encoder.from_pretrained(str(tiny_bert_dir), dtype="bfloat16", guard=impossible)
+    assert asked.model.dtype == torch.bfloat16
+
+
 def test_save_pretrained_writes_sentence_transformers_backend_folders(
     tiny_bert_dir: Path, tmp_path: Path
 ) -> None:
@@ -168,7 +206,9 @@ def test_save_pretrained_writes_sentence_transformers_backend_folders(
         saved = enc.save_pretrained(tmp_path / backend)
         assert (saved / file).is_file() and (saved / "model.safetensors").is_file()
         if backend == "openvino":
-            out = ov.Core().compile_model(str(saved / file), "CPU")(
+            # pinned f32: OpenVINO runs bf16 by itself on AMX / AVX512-bf16 CPUs
+            f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+            out = ov.Core().compile_model(str(saved / file), "CPU", f32)(
                 {"input_ids": ids, "attention_mask": mask}
             )
             hidden = out["last_hidden_state"]
