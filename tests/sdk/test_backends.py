@@ -159,10 +159,10 @@ def test_auto_guards_its_torch_bf16_path(tiny_bert_dir: Path, monkeypatch: pytes
     the exports (verdict cached); else float32. An explicit dtype is never second-guessed."""
     import torch
 
-    from kalm_rag import Encoder, runtime
+    from kalm_rag import Encoder
     from kalm_rag.backends.guard import GuardPolicy
 
-    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)  # as on AMX / AVX512-bf16 CPUs
+    monkeypatch.setenv("KALM_RAG_CPU_BF16", "1")  # as on AMX / AVX512-bf16 CPUs
     for module in ("openvino", "onnxruntime"):
         monkeypatch.setitem(sys.modules, module, None)  # torch is the only path: no exports
     impossible = GuardPolicy(min_agreement=1.0, min_cosine=1.01)
