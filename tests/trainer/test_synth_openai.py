@@ -40,6 +40,7 @@ class FakeLLM:
     log: list[tuple[str, str]] = field(default_factory=list)  # (kind, "ok" | "malformed" | "error")
     formats: list[tuple[str, Any]] = field(default_factory=list)  # (prompt start, response_format)
     counter: int = 0
+    reject_json_schema: bool = False  # as llama-cpp-python's server: only text / json_object
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reply(self, messages: list[dict[str, str]]) -> tuple[int, str]:
@@ -93,7 +94,13 @@ def server() -> Iterator[tuple[str, FakeLLM]]:
             payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             assert self.path == "/v1/chat/completions"
             fake.formats.append((payload["messages"][-1]["content"][:10], payload.get("response_format")))
-            status, text = fake.reply(payload["messages"])
+            if (
+                fake.reject_json_schema
+                and (payload.get("response_format") or {}).get("type") == "json_schema"
+            ):
+                status, text = 500, "Input should be 'text' or 'json_object', input: 'json_schema'"
+            else:
+                status, text = fake.reply(payload["messages"])
             body: dict[str, Any] = {
                 "id": "chatcmpl-1",
                 "object": "chat.completion",
@@ -105,7 +112,7 @@ def server() -> Iterator[tuple[str, FakeLLM]]:
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             }
             if status != 200:
-                body = {"error": {"message": "overloaded", "type": "server_error"}}
+                body = {"error": {"message": text or "overloaded", "type": "server_error"}}
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -190,6 +197,20 @@ def test_requests_carry_each_stage_json_schema(server: tuple[str, FakeLLM]) -> N
     plain = synth_config(url, task_types=("sts",), llm=dataclasses.replace(config.llm, constrain=False))
     generate_synthetic(load_chat_model(plain.llm), PERSONAS, plain)
     assert fake.formats and all(fmt is None for _, fmt in fake.formats)
+
+
+def test_a_server_without_json_schema_gets_json_object_with_the_schema(server: tuple[str, FakeLLM]) -> None:
+    """llama-cpp-python's server rejects ``json_schema``: the first rejection switches every later
+    request to ``json_object`` + schema, and the rejected request is sent again, not lost."""
+    url, fake = server
+    fake.reject_json_schema = True
+    llm = dataclasses.replace(synth_config(url).llm, max_concurrency=1)
+    config = synth_config(url, task_types=("sts",), symmetric_examples=3, llm=llm)
+    result = generate_synthetic(load_chat_model(config.llm), PERSONAS, config)
+    assert len(result.examples) == 3 and result.stats["example_request_errors"] == 0
+    kinds = [fmt["type"] for _, fmt in fake.formats]
+    assert kinds == ["json_schema", "json_object", "json_object", "json_object"]
+    assert fake.formats[-1][1]["schema"]["required"] == ["query", "positive", "hard_negative"]
 
 
 def test_synthesize_step_writes_examples_and_manifest(server: tuple[str, FakeLLM], tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -10,6 +11,7 @@ from kalm_rag.errors import KalmRagError, MissingDependencyError
 from kalm_trainer.synth.llm import ChatMessage, Sampling
 
 __all__ = ["OpenAIChatModel"]
+log = logging.getLogger("kalm_trainer")
 
 
 class OpenAIChatModel:
@@ -44,12 +46,17 @@ class OpenAIChatModel:
         self.max_concurrency = max_concurrency
         self.json_mode = json_mode
         self.constrain = constrain
+        # "json_schema" (OpenAI's form) until a server rejects it, then "json_object" + schema
+        self.schema_style = "json_schema"
 
     def _response_format(self, schema: dict[str, Any] | None) -> dict[str, Any]:
-        """``json_schema`` (vLLM, llama.cpp server, SGLang, OpenAI) when constraining, else
-        ``json_object`` with ``json_mode``; servers that do not know it answer 400, counted as
-        failed requests (turn ``constrain`` off for them)."""
+        """``json_schema`` (vLLM, llama.cpp's llama-server, SGLang, OpenAI) when constraining; a
+        server that rejects that type (llama-cpp-python's server) gets ``json_object`` with the
+        schema from then on; else ``json_object`` with ``json_mode``. A server that knows neither
+        answers 400, counted as failed requests (turn ``constrain`` off for it)."""
         if schema is not None and self.constrain:
+            if self.schema_style == "json_object":
+                return {"response_format": {"type": "json_object", "schema": schema}}
             body = {"name": "reply", "schema": schema}
             return {"response_format": {"type": "json_schema", "json_schema": body}}
         return {"response_format": {"type": "json_object"}} if self.json_mode else {}
@@ -58,6 +65,20 @@ class OpenAIChatModel:
         self, messages: Sequence[ChatMessage], sampling: Sampling, seed: int, schema: dict[str, Any] | None
     ) -> str:
         extra = self._response_format(schema)
+        try:
+            return self._create(messages, sampling, seed, extra)
+        except Exception as exc:
+            asked = extra.get("response_format", {}).get("type")
+            if asked != "json_schema" or "json_schema" not in str(exc):  # not a rejected format
+                raise
+        if self.schema_style != "json_object":
+            self.schema_style = "json_object"
+            log.warning("the chat server rejects response_format json_schema; sending json_object + schema")
+        return self._create(messages, sampling, seed, self._response_format(schema))
+
+    def _create(
+        self, messages: Sequence[ChatMessage], sampling: Sampling, seed: int, extra: dict[str, Any]
+    ) -> str:
         response = self.client.chat.completions.create(
             model=self.model,
             messages=[dict(m) for m in messages],  # type: ignore[misc]
