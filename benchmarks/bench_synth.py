@@ -194,7 +194,10 @@ def main() -> None:
         # more about the neighbours than the model; this estimates a dedicated machine of as
         # many cores (a lower bound where idle threads spin)
         "generate_cpu_s": round(generate_cpu_s, 1),
-        "est_examples_per_hour_dedicated": round(3600 * len(result.examples) * cores / generate_cpu_s, 1),
+        # a server does the work elsewhere: this process's CPU time says nothing about it
+        "est_examples_per_hour_dedicated": None
+        if args.backend == "openai"
+        else round(3600 * len(result.examples) * cores / generate_cpu_s, 1),
     }
     if usage is not None:
         payload["usage"] = {
