@@ -110,10 +110,11 @@ def choose(
     options = candidates(backend, precision)
     policy = policy or GuardPolicy()
     auto_dtype = backend == "auto" and precision is None
-    # an auto dtype (or a refused int8) falls back to torch in bf16 only where bf16 passes the guard
+    # an auto dtype (or a refused int8) falls back to torch in bf16 only where bf16 passes the
+    # guard; without exports to try, a session (weights hash, reference) is only worth it for that
     guard_torch = precision in (None, "int8")
     session: _Session | None = None
-    if options or (guard_torch and encoder.source_folder is not None):
+    if options or (guard_torch and encoder.source_folder is not None and _auto_torch_is_bf16(encoder)):
         texts = user_texts(calibration_texts) if calibration_texts is not None else bundled_texts()
         session = _Session(encoder, texts, policy, num_threads)
     refused: list[str] = []
@@ -157,6 +158,14 @@ def choose(
         refused.append(f"{name} {prec}: {result.reason()}")
     fallback = torch_precision()
     return Choice("torch", fallback, "no exported option passed: " + "; ".join(refused), refused=refused)
+
+
+def _auto_torch_is_bf16(encoder: Encoder) -> bool:
+    import torch
+
+    from kalm_rag.runtime import pick_dtype
+
+    return pick_dtype(None, encoder.device) == torch.bfloat16
 
 
 def _with_refused(why: str, refused: list[str]) -> str:
@@ -226,9 +235,7 @@ class _Session:
         return self._torch_precision
 
     def _guarded_torch_precision(self, refused: list[str]) -> str:
-        from kalm_rag.runtime import pick_dtype
-
-        if pick_dtype(None, self.encoder.device) != pick_dtype("float32", self.encoder.device):
+        if _auto_torch_is_bf16(self.encoder):
             folder = cache.export_folder(self.encoder.name_or_path, self.source, "torch-bfloat16")
             key = f"bfloat16:{self.texts.source}:{self.texts.key}"
             result = cache.read_guard(folder, key)
